@@ -1,8 +1,6 @@
 package transformer
 
 import (
-	"errors"
-
 	"github.com/posttrain/posttrain/kernels"
 )
 
@@ -42,19 +40,4 @@ type Batch struct {
 	// Last is, per row, the index in [0,T) of the token whose final hidden state the score
 	// head reads (the sequence's final real token).
 	Last []int32
-}
-
-// ErrNotImplemented marks engine entry points that are still being built.
-var ErrNotImplemented = errors.New("transformer: not implemented")
-
-// Workspace holds every activation of one forward pass for up to MaxB x MaxT tokens, so
-// that steady-state training steps allocate nothing.
-type Workspace struct {
-	MaxB, MaxT int
-	// LogProbs is filled by Forward on a causal LM: log p(Targets[i] | prefix), B*T.
-	LogProbs []float32
-	// Logits is filled by Forward on a causal LM: B*T*vocab.
-	Logits []float32
-	// Rewards is filled by Forward on a sequence classifier: one per row, B.
-	Rewards []float32
 }
