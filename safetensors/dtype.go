@@ -1,0 +1,101 @@
+// Package safetensors reads and writes the safetensors tensor file format used by Hugging
+// Face: an 8-byte little-endian header length N, N bytes of JSON header mapping each tensor
+// name to {dtype, shape, data_offsets}, then the raw little-endian tensor bytes. The reader
+// validates every header field before any tensor data is trusted, and converts the float
+// dtypes (F32, F16, BF16, F64) to float32; the writer emits F32 tensors.
+package safetensors
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// DType is a safetensors element type name as written in the header ("F32", "BF16", ...).
+type DType string
+
+// The float dtypes this package converts to float32.
+const (
+	F32  DType = "F32"
+	F16  DType = "F16"
+	BF16 DType = "BF16"
+	F64  DType = "F64"
+)
+
+// Size is the element size in bytes, or 0 for a dtype the safetensors specification does
+// not define. Non-float dtypes are accepted in a header (so a file can be inspected) but
+// cannot be converted to float32.
+func (d DType) Size() int {
+	switch d {
+	case "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3":
+		return 1
+	case "I16", "U16", F16, BF16:
+		return 2
+	case "I32", "U32", F32:
+		return 4
+	case F64, "I64", "U64":
+		return 8
+	}
+	return 0
+}
+
+// Convertible reports whether elements of this dtype can be converted to float32.
+func (d DType) Convertible() bool {
+	switch d {
+	case F32, F16, BF16, F64:
+		return true
+	}
+	return false
+}
+
+// decodeFloat32 converts len(dst) elements of dtype d from little-endian src into dst.
+// src must hold exactly len(dst)*d.Size() bytes.
+func decodeFloat32(d DType, src []byte, dst []float32) error {
+	switch d {
+	case F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	case F16:
+		for i := range dst {
+			dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case BF16:
+		for i := range dst {
+			dst[i] = BFloat16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case F64:
+		for i := range dst {
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
+		}
+	default:
+		return fmt.Errorf("dtype %s cannot be converted to float32 (supported: F32, F16, BF16, F64)", d)
+	}
+	return nil
+}
+
+// BFloat16ToFloat32 widens a bfloat16 bit pattern: bfloat16 is the top half of a float32.
+func BFloat16ToFloat32(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// HalfToFloat32 widens an IEEE 754 binary16 bit pattern exactly, including subnormals,
+// infinities and NaN payloads.
+func HalfToFloat32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // Inf or NaN: keep the payload in the top mantissa bits.
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	case exp == 0 && mant == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // Subnormal half: normalise, since every half subnormal is a float32 normal.
+		e := uint32(127 - 15 + 1)
+		for mant&0x400 == 0 {
+			mant <<= 1
+			e--
+		}
+		return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
+	default:
+		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+	}
+}
