@@ -1,74 +1,199 @@
-// Package kernels owns the numeric hot loops of the engine: the one sgemm routine (Go
-// assembly AVX2/FMA micro-kernel with packing, pure-Go fallback) and the worker pool that
-// runs kernels in parallel over the cores.
 package kernels
 
-import "sync"
+import (
+	"sync"
+)
+
+// Option configures a Pool.
+type Option func(*poolConfig)
+
+type poolConfig struct {
+	pureGo bool
+}
+
+// WithPureGo makes the pool use the portable Go micro-kernels even when the CPU supports
+// the assembly ones. Tests use it to check the fallback path on amd64.
+func WithPureGo() Option { return func(c *poolConfig) { c.pureGo = true } }
 
 // Pool runs kernel work on a fixed number of workers. It is created once per engine and
 // passed down, so nothing here is package-level state.
+//
+// NewPool starts Workers()-1 goroutines; the goroutine that calls Parallel or Sgemm does
+// the first share itself. Close stops the goroutines.
+//
+// A Pool is safe for concurrent use. One call at a time owns the workers; a call that
+// arrives while they are busy (from another goroutine, or from inside a Parallel fn on
+// this pool) does not wait and does not deadlock: it runs on its calling goroutine
+// alone. Two models that train at the same time can therefore share one pool, but each
+// gets the cores only when the other is not using them; give each its own pool if they
+// should both run multi-threaded (with more workers than cores in total, the OS shares
+// the cores).
 type Pool struct {
 	workers int
+	kern    *microKernel
+
+	// mu is held by the call that owns the workers, from wake-up to the last done.
+	mu     sync.Mutex
+	closed bool
+	wake   []chan struct{} // one per background worker (worker i+1)
+	done   chan struct{}
+	task   task // the current call's work, written before the wake-ups
+
+	bufs []*gemmBuf // packing buffers of workers 0..workers-1, used only under mu
+
+	spareMu sync.Mutex
+	spare   []*gemmBuf // buffers for calls that run alone while the workers are busy
+}
+
+// task is one call's work split across the workers: either a Parallel fn over [0,n) or
+// one Sgemm.
+type task struct {
+	fn    func(lo, hi int)
+	n     int
+	parts int
+	gemm  gemmTask
 }
 
 // NewPool returns a pool of n workers (n < 1 means 1).
-func NewPool(n int) *Pool {
+func NewPool(n int, opts ...Option) *Pool {
 	if n < 1 {
 		n = 1
 	}
-	return &Pool{workers: n}
+	var cfg poolConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p := &Pool{
+		workers: n,
+		kern:    selectKernel(cfg.pureGo),
+		wake:    make([]chan struct{}, n-1),
+		done:    make(chan struct{}, n),
+		bufs:    make([]*gemmBuf, n),
+	}
+	for i := range p.bufs {
+		p.bufs[i] = &gemmBuf{}
+	}
+	for i := range p.wake {
+		p.wake[i] = make(chan struct{}, 1)
+		go p.worker(i+1, p.wake[i])
+	}
+	return p
 }
 
 // Workers is the number of workers.
 func (p *Pool) Workers() int { return p.workers }
 
+// Kernel names the sgemm micro-kernel in use: "avx512", "avx2" or "go".
+func (p *Pool) Kernel() string { return p.kern.name }
+
+// Close stops the worker goroutines. It waits for a running call to finish. Calls made
+// after Close still work, single-threaded. Close is idempotent.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.closed = true
+	for _, w := range p.wake {
+		close(w)
+	}
+}
+
+func (p *Pool) worker(id int, wake <-chan struct{}) {
+	for range wake {
+		p.runPart(id, p.bufs[id])
+		p.done <- struct{}{}
+	}
+}
+
+// acquire tries to take the workers for one call. It fails when another call owns them
+// or the pool is closed; the caller then runs alone.
+func (p *Pool) acquire() bool {
+	if !p.mu.TryLock() {
+		return false
+	}
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// run executes p.task with parts shares (1 <= parts <= workers): shares 1.. on the
+// background workers, share 0 here. It must be called with mu held and releases it.
+func (p *Pool) run() {
+	parts := p.task.parts
+	for i := 1; i < parts; i++ {
+		p.wake[i-1] <- struct{}{}
+	}
+	p.runPart(0, p.bufs[0])
+	for i := 1; i < parts; i++ {
+		<-p.done
+	}
+	p.task.fn = nil
+	p.task.gemm = gemmTask{}
+	p.mu.Unlock()
+}
+
+func (p *Pool) runPart(id int, buf *gemmBuf) {
+	t := &p.task
+	if t.fn != nil {
+		lo, hi := chunk(t.n, t.parts, id)
+		if lo < hi {
+			t.fn(lo, hi)
+		}
+		return
+	}
+	t.gemm.runPart(p.kern, id, buf)
+}
+
+// chunk returns share id of [0,n) split into parts contiguous, near-equal ranges.
+func chunk(n, parts, id int) (lo, hi int) {
+	q, r := n/parts, n%parts
+	lo = id*q + min(id, r)
+	hi = lo + q
+	if id < r {
+		hi++
+	}
+	return lo, hi
+}
+
 // Parallel splits [0,n) into contiguous chunks and runs fn on each, one per worker, and
-// waits for all of them.
+// waits for all of them. fn must not panic.
+//
+// Parallel itself allocates nothing, but a closure literal passed as fn is allocated at
+// the call site because the pool keeps it while the workers run. On hot paths pass a func
+// value made once, e.g. a method value stored in a struct field when the struct is built.
 func (p *Pool) Parallel(n int, fn func(lo, hi int)) {
-	w := min(p.workers, n)
-	if w <= 1 {
+	if n <= 0 {
+		return
+	}
+	parts := min(p.workers, n)
+	if parts <= 1 || !p.acquire() {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	chunk := (n + w - 1) / w
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() { defer wg.Done(); fn(lo, hi) }()
-	}
-	wg.Wait()
+	p.task.fn = fn
+	p.task.n = n
+	p.task.parts = parts
+	p.run()
 }
 
-// Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, where op(A) is
-// m x k (A is k x m when transA), op(B) is k x n (B is n x k when transB), and lda, ldb,
-// ldc are the row strides.
-func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	at := func(i, l int) float32 {
-		if transA {
-			return a[l*lda+i]
-		}
-		return a[i*lda+l]
+// takeSpare returns packing buffers for a call that runs outside the workers.
+func (p *Pool) takeSpare() *gemmBuf {
+	p.spareMu.Lock()
+	defer p.spareMu.Unlock()
+	if k := len(p.spare); k > 0 {
+		b := p.spare[k-1]
+		p.spare = p.spare[:k-1]
+		return b
 	}
-	bt := func(l, j int) float32 {
-		if transB {
-			return b[j*ldb+l]
-		}
-		return b[l*ldb+j]
-	}
-	p.Parallel(m, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			for j := 0; j < n; j++ {
-				var s float32
-				for l := 0; l < k; l++ {
-					s += at(i, l) * bt(l, j)
-				}
-				if beta == 0 {
-					c[i*ldc+j] = alpha * s
-				} else {
-					c[i*ldc+j] = alpha*s + beta*c[i*ldc+j]
-				}
-			}
-		}
-	})
+	return &gemmBuf{}
+}
+
+func (p *Pool) putSpare(b *gemmBuf) {
+	p.spareMu.Lock()
+	p.spare = append(p.spare, b)
+	p.spareMu.Unlock()
 }

@@ -1,0 +1,75 @@
+package kernels
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// benchShapes are the bench model's matmuls (batch*seq = 2048 rows, hidden 256,
+// intermediate 688, vocab 4096), their backward-pass transposes, and decoding shapes
+// (16 sequences).
+var benchShapes = []struct {
+	name           string
+	transA, transB bool
+	m, n, k        int
+}{
+	{"fwd_qkv_2048x256x256", false, true, 2048, 256, 256},
+	{"fwd_mlp_2048x688x256", false, true, 2048, 688, 256},
+	{"fwd_down_2048x256x688", false, true, 2048, 256, 688},
+	{"fwd_head_2048x4096x256", false, true, 2048, 4096, 256},
+	{"bwd_dx_2048x256x688", false, false, 2048, 256, 688},
+	{"bwd_dw_688x256x2048", true, false, 688, 256, 2048},
+	{"bwd_dw_4096x256x2048", true, false, 4096, 256, 2048},
+	{"dec_mlp_16x688x256", false, true, 16, 688, 256},
+	{"dec_head_16x4096x256", false, true, 16, 4096, 256},
+	{"dec_down_16x256x688", false, true, 16, 256, 688},
+	{"square_512", false, false, 512, 512, 512},
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	pools := []struct {
+		name string
+		p    *Pool
+	}{
+		{"w1", NewPool(1)}, {"w2", NewPool(2)}, {"go_w1", NewPool(1, WithPureGo())},
+	}
+	for _, pc := range pools {
+		defer pc.p.Close()
+		for _, s := range benchShapes {
+			b.Run(fmt.Sprintf("%s/%s/%s", s.name, pc.p.Kernel(), pc.name), func(b *testing.B) {
+				ar, ac := s.m, s.k
+				if s.transA {
+					ar, ac = s.k, s.m
+				}
+				br, bc := s.k, s.n
+				if s.transB {
+					br, bc = s.n, s.k
+				}
+				a, bb, c := make([]float32, ar*ac), make([]float32, br*bc), make([]float32, s.m*s.n)
+				for i := range a {
+					a[i] = float32(i%7) - 3
+				}
+				for i := range bb {
+					bb[i] = float32(i%5) - 2
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					pc.p.Sgemm(s.transA, s.transB, s.m, s.n, s.k, 1, a, ac, bb, bc, 0, c, s.n)
+				}
+				flops := 2 * float64(s.m) * float64(s.n) * float64(s.k) * float64(b.N)
+				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+func TestMeasureSgemmGFLOPS(t *testing.T) {
+	p := NewPool(1)
+	defer p.Close()
+	g := MeasureSgemmGFLOPS(p, 32, 48, 16, time.Millisecond)
+	assert.Greater(t, g, 0.0)
+}

@@ -1,0 +1,332 @@
+package kernels
+
+import "fmt"
+
+// microKernel is one register-tile routine plus the cache blocking chosen for it.
+type microKernel struct {
+	name   string
+	mr, nr int // register tile: mr rows of C by nr columns
+	// mc, kc, nc are the largest blocks: an mc x kc block of packed A stays in L2, a
+	// kc x nr sliver of packed B in L1, and a kc x nc panel of packed B in L3.
+	mc, kc, nc int
+	// tile computes the mr x nr tile c = alpha*a*b + beta*c, where a is a packed mr x kc
+	// sliver (kc groups of mr values), b a packed kc x nr sliver, and c has row stride
+	// ldc. beta == 0 means c is written without being read. The slices are long enough.
+	tile func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+}
+
+// gemmBuf holds one worker's packing buffers; they grow to the largest block seen and
+// are then reused, so steady-state calls allocate nothing.
+type gemmBuf struct {
+	a, b []float32
+	tmp  [maxTile]float32 // edge tiles are computed here, then added into C
+}
+
+// maxTile bounds mr*nr over all micro-kernels.
+const maxTile = 16 * 32
+
+func (g *gemmBuf) ensure(na, nb int) {
+	if len(g.a) < na {
+		g.a = make([]float32, na)
+	}
+	if len(g.b) < nb {
+		g.b = make([]float32, nb)
+	}
+}
+
+// gemmTask is one Sgemm call, split over the workers by rows (splitM) or columns of C.
+type gemmTask struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a, b, c        []float32
+	lda, ldb, ldc  int
+	splitM         bool
+	parts          int
+}
+
+// parallelMinFlops is the smallest problem worth waking the workers for: a wake-up and
+// join cost a few microseconds, about this many flops on one core.
+const parallelMinFlops = 1 << 19
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, where op(A) is
+// m x k (A is k x m when transA), op(B) is k x n (B is n x k when transB), and lda, ldb,
+// ldc are the row strides. When beta is 0, C is overwritten without being read (NaNs in
+// it do not propagate).
+//
+// Like BLAS, Sgemm panics with a message naming the bad argument when the sizes, strides
+// or slice lengths are inconsistent; these are programming errors, not input errors.
+// In steady state it allocates nothing.
+func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	checkSgemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	g := gemmTask{
+		transA: transA, transB: transB, m: m, n: n, k: k,
+		alpha: alpha, beta: beta, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc,
+	}
+	kern := p.kern
+	// Split the longer side of C, in whole register tiles, so each worker packs the
+	// shorter operand again at little cost.
+	g.splitM = m >= n
+	units := ceilDiv(n, kern.nr)
+	if g.splitM {
+		units = ceilDiv(m, kern.mr)
+	}
+	parts := min(p.workers, units)
+	if 2*m*n*k < parallelMinFlops {
+		parts = 1
+	}
+	if parts > 1 && p.acquire() {
+		g.parts = parts
+		p.task.fn = nil
+		p.task.parts = parts
+		p.task.gemm = g
+		p.run()
+		return
+	}
+	g.parts = 1
+	if p.mu.TryLock() {
+		// Workers idle (or closed): borrow worker 0's buffers.
+		g.runPart(kern, 0, p.bufs[0])
+		p.mu.Unlock()
+		return
+	}
+	buf := p.takeSpare()
+	g.runPart(kern, 0, buf)
+	p.putSpare(buf)
+}
+
+func checkSgemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("kernels: sgemm: negative size m=%d n=%d k=%d", m, n, k))
+	}
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	checkMat("A", ar, ac, a, lda)
+	checkMat("B", br, bc, b, ldb)
+	checkMat("C", m, n, c, ldc)
+}
+
+func checkMat(name string, rows, cols int, x []float32, ld int) {
+	if ld < max(1, cols) {
+		panic(fmt.Sprintf("kernels: sgemm: %s is %dx%d but its row stride is %d", name, rows, cols, ld))
+	}
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if need := (rows-1)*ld + cols; len(x) < need {
+		panic(fmt.Sprintf("kernels: sgemm: %s is %dx%d with row stride %d and needs %d elements, has %d", name, rows, cols, ld, need, len(x)))
+	}
+}
+
+// runPart computes worker id's block of C.
+func (g *gemmTask) runPart(kern *microKernel, id int, buf *gemmBuf) {
+	if g.parts == 1 {
+		gemmSerial(kern, buf, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
+		return
+	}
+	if g.splitM {
+		lo, hi := chunk(ceilDiv(g.m, kern.mr), g.parts, id)
+		i0, i1 := lo*kern.mr, min(hi*kern.mr, g.m)
+		if i0 >= i1 {
+			return
+		}
+		var a []float32
+		if g.transA {
+			a = g.a[i0:]
+		} else {
+			a = g.a[i0*g.lda:]
+		}
+		gemmSerial(kern, buf, g.transA, g.transB, i1-i0, g.n, g.k, g.alpha, a, g.lda, g.b, g.ldb, g.beta, g.c[i0*g.ldc:], g.ldc)
+		return
+	}
+	lo, hi := chunk(ceilDiv(g.n, kern.nr), g.parts, id)
+	j0, j1 := lo*kern.nr, min(hi*kern.nr, g.n)
+	if j0 >= j1 {
+		return
+	}
+	var b []float32
+	if g.transB {
+		b = g.b[j0*g.ldb:]
+	} else {
+		b = g.b[j0:]
+	}
+	gemmSerial(kern, buf, g.transA, g.transB, g.m, j1-j0, g.k, g.alpha, g.a, g.lda, b, g.ldb, g.beta, g.c[j0:], g.ldc)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+func roundUp(a, b int) int { return ceilDiv(a, b) * b }
+
+// balanced splits n into the fewest blocks of at most maxBlock and returns the block
+// size, rounded up to a multiple of unit, that makes them near-equal.
+func balanced(n, maxBlock, unit int) int {
+	blocks := ceilDiv(n, maxBlock)
+	return min(roundUp(ceilDiv(n, blocks), unit), roundUp(maxBlock, unit))
+}
+
+// gemmSerial is the Goto/BLIS loop nest on one goroutine: for each kc x nc panel of B
+// (packed once), for each mc x kc block of A (packed once), run the micro-kernel over
+// the block's mr x nr tiles.
+func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if alpha == 0 || k == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	mr, nr := kern.mr, kern.nr
+	kcb := balanced(k, kern.kc, 1)
+	mcb := balanced(m, kern.mc, mr)
+	ncb := balanced(n, kern.nc, nr)
+	buf.ensure(mcb*kcb, kcb*ncb)
+	for jc := 0; jc < n; jc += ncb {
+		nc := min(ncb, n-jc)
+		for pc := 0; pc < k; pc += kcb {
+			kc := min(kcb, k-pc)
+			packB(buf.b, b, ldb, transB, pc, jc, kc, nc, nr)
+			bet := beta
+			if pc > 0 {
+				bet = 1
+			}
+			for ic := 0; ic < m; ic += mcb {
+				mc := min(mcb, m-ic)
+				packA(buf.a, a, lda, transA, ic, pc, mc, kc, mr)
+				macroKernel(kern, buf, mc, nc, kc, alpha, bet, c[ic*ldc+jc:], ldc)
+			}
+		}
+	}
+}
+
+// macroKernel runs the micro-kernel over an mc x nc block of C from packed A and B.
+func macroKernel(kern *microKernel, buf *gemmBuf, mc, nc, kc int, alpha, beta float32, c []float32, ldc int) {
+	mr, nr := kern.mr, kern.nr
+	tmp := buf.tmp[:mr*nr]
+	for jr := 0; jr < nc; jr += nr {
+		cols := min(nr, nc-jr)
+		bp := buf.b[jr*kc : (jr+nr)*kc]
+		for ir := 0; ir < mc; ir += mr {
+			rows := min(mr, mc-ir)
+			ap := buf.a[ir*kc : (ir+mr)*kc]
+			if rows == mr && cols == nr {
+				kern.tile(kc, ap, bp, c[ir*ldc+jr:], ldc, alpha, beta)
+				continue
+			}
+			kern.tile(kc, ap, bp, tmp, nr, alpha, 0)
+			for i := range rows {
+				crow := c[(ir+i)*ldc+jr:][:cols]
+				trow := tmp[i*nr:][:cols]
+				if beta == 0 {
+					copy(crow, trow)
+					continue
+				}
+				for j, v := range trow {
+					crow[j] = v + beta*crow[j]
+				}
+			}
+		}
+	}
+}
+
+// scaleC sets C = beta*C; beta == 0 writes zeros without reading C.
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	for i := range m {
+		row := c[i*ldc:][:n]
+		switch beta {
+		case 0:
+			clear(row)
+		case 1:
+		default:
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+}
+
+// packA copies the mc x kc block of op(A) at (i0, p0) into dst as mr-row slivers: sliver
+// s holds, for each p, the mr values op(A)[i0+s*mr+i][p0+p], zero-padded past mc.
+func packA(dst, a []float32, lda int, trans bool, i0, p0, mc, kc, mr int) {
+	for ir := 0; ir < mc; ir += mr {
+		rows := min(mr, mc-ir)
+		d := dst[ir*kc : (ir+mr)*kc]
+		if trans {
+			// A is k x m: the mr values for one p are contiguous.
+			for p := range kc {
+				src := a[(p0+p)*lda+i0+ir:][:rows]
+				dp := d[p*mr : (p+1)*mr]
+				copy(dp, src)
+				clear(dp[rows:])
+			}
+			continue
+		}
+		if rows == mr && mr == 6 {
+			packA6(d, a, lda, i0+ir, p0, kc)
+			continue
+		}
+		for i := range mr {
+			if i >= rows {
+				for p := range kc {
+					d[p*mr+i] = 0
+				}
+				continue
+			}
+			src := a[(i0+ir+i)*lda+p0:][:kc]
+			for p, v := range src {
+				d[p*mr+i] = v
+			}
+		}
+	}
+}
+
+// packA6 packs six full rows of a non-transposed A, reading them side by side.
+func packA6(d, a []float32, lda, i, p0, kc int) {
+	r0 := a[i*lda+p0:][:kc]
+	r1 := a[(i+1)*lda+p0:][:kc]
+	r2 := a[(i+2)*lda+p0:][:kc]
+	r3 := a[(i+3)*lda+p0:][:kc]
+	r4 := a[(i+4)*lda+p0:][:kc]
+	r5 := a[(i+5)*lda+p0:][:kc]
+	d = d[:6*kc]
+	for p := range kc {
+		q := d[p*6 : p*6+6]
+		q[0], q[1], q[2], q[3], q[4], q[5] = r0[p], r1[p], r2[p], r3[p], r4[p], r5[p]
+	}
+}
+
+// packB copies the kc x nc block of op(B) at (p0, j0) into dst as nr-column slivers:
+// sliver s holds, for each p, the nr values op(B)[p0+p][j0+s*nr+j], zero-padded past nc.
+func packB(dst, b []float32, ldb int, trans bool, p0, j0, kc, nc, nr int) {
+	for jr := 0; jr < nc; jr += nr {
+		cols := min(nr, nc-jr)
+		d := dst[jr*kc : (jr+nr)*kc]
+		if !trans {
+			for p := range kc {
+				src := b[(p0+p)*ldb+j0+jr:][:cols]
+				dp := d[p*nr : (p+1)*nr]
+				copy(dp, src)
+				clear(dp[cols:])
+			}
+			continue
+		}
+		// B is n x k: column j of op(B) is row j of B, contiguous in p.
+		for j := range nr {
+			if j >= cols {
+				for p := range kc {
+					d[p*nr+j] = 0
+				}
+				continue
+			}
+			src := b[(j0+jr+j)*ldb+p0:][:kc]
+			for p, v := range src {
+				d[p*nr+j] = v
+			}
+		}
+	}
+}

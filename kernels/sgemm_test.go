@@ -1,0 +1,323 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// refGemm is the naive float64 reference; it also returns, per element of C, the scale
+// sum_l |alpha*a*b| + |beta*c| that bounds the float32 rounding error.
+func refGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) (want, scale []float64) {
+	want = make([]float64, m*n)
+	scale = make([]float64, m*n)
+	for i := range m {
+		for j := range n {
+			var s, abs float64
+			for l := range k {
+				var av, bv float32
+				if transA {
+					av = a[l*lda+i]
+				} else {
+					av = a[i*lda+l]
+				}
+				if transB {
+					bv = b[j*ldb+l]
+				} else {
+					bv = b[l*ldb+j]
+				}
+				s += float64(av) * float64(bv)
+				abs += math.Abs(float64(av) * float64(bv))
+			}
+			v := float64(alpha) * s
+			sc := math.Abs(float64(alpha)) * abs
+			if beta != 0 {
+				v += float64(beta) * float64(c[i*ldc+j])
+				sc += math.Abs(float64(beta) * float64(c[i*ldc+j]))
+			}
+			want[i*n+j] = v
+			scale[i*n+j] = sc
+		}
+	}
+	return want, scale
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+type gemmCase struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	pad            int // extra columns in every leading dimension
+}
+
+func (gc gemmCase) String() string {
+	return fmt.Sprintf("tA=%v/tB=%v/%dx%dx%d/a=%g/b=%g/pad=%d", gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, gc.beta, gc.pad)
+}
+
+// checkGemm runs one case on p against the reference and reports mismatches.
+func checkGemm(t testing.TB, p *Pool, gc gemmCase, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	ar, ac := gc.m, gc.k
+	if gc.transA {
+		ar, ac = gc.k, gc.m
+	}
+	br, bc := gc.k, gc.n
+	if gc.transB {
+		br, bc = gc.n, gc.k
+	}
+	lda, ldb, ldc := max(1, ac+gc.pad), max(1, bc+gc.pad), max(1, gc.n+gc.pad)
+	a := randSlice(r, max(0, (ar-1)*lda+ac))
+	b := randSlice(r, max(0, (br-1)*ldb+bc))
+	c := randSlice(r, max(0, (gc.m-1)*ldc+gc.n))
+	if gc.beta == 0 {
+		for i := range c {
+			c[i] = float32(math.NaN())
+		}
+	}
+	orig := append([]float32(nil), c...)
+	want, scale := refGemm(gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, a, lda, b, ldb, gc.beta, c, ldc)
+	p.Sgemm(gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, a, lda, b, ldb, gc.beta, c, ldc)
+	bad := 0
+	for i := range gc.m {
+		for j := range ldc {
+			idx := i*ldc + j
+			if idx >= len(c) {
+				break
+			}
+			if j >= gc.n {
+				// Padding between rows must be untouched.
+				if math.Float32bits(c[idx]) != math.Float32bits(orig[idx]) {
+					bad++
+				}
+				continue
+			}
+			got, w := float64(c[idx]), want[i*gc.n+j]
+			tol := 4e-7*float64(gc.k+2)*scale[i*gc.n+j] + 1e-30
+			if math.IsNaN(got) || math.Abs(got-w) > tol {
+				if bad < 3 {
+					t.Errorf("%v: C[%d,%d] = %g, want %g (tol %g)", gc, i, j, got, w, tol)
+				}
+				bad++
+			}
+		}
+	}
+	require.Zero(t, bad, "%v: %d wrong elements", gc, bad)
+}
+
+// testPools returns every kernel/worker combination the tests cover; the caller closes them.
+func testPools() map[string]*Pool {
+	return map[string]*Pool{
+		"asm/1": NewPool(1), "asm/2": NewPool(2),
+		"go/1": NewPool(1, WithPureGo()), "go/2": NewPool(2, WithPureGo()),
+	}
+}
+
+func TestSgemmMatchesReference(t *testing.T) {
+	shapes := [][3]int{
+		{1, 1, 1}, {7, 13, 5}, {6, 16, 1}, {5, 17, 3}, {12, 32, 8}, {13, 33, 9},
+		{1, 100, 37}, {100, 1, 37}, {67, 131, 259}, {16, 40, 300}, {0, 5, 3}, {5, 0, 3}, {4, 5, 0},
+		{151, 41, 61}, {41, 151, 61}, // split over two workers by rows, by columns
+	}
+	if !testing.Short() {
+		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64})
+	}
+	scalars := [][2]float32{{1, 0}, {0.5, 0}, {1, 1}, {-1.5, 0.25}, {0, 2}, {0, 0}}
+	pools := testPools()
+	for name, p := range pools {
+		t.Cleanup(p.Close)
+		t.Run(name, func(t *testing.T) {
+			seed := uint64(1)
+			for _, s := range shapes {
+				for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+					for si, sc := range scalars {
+						gc := gemmCase{transA: tr[0], transB: tr[1], m: s[0], n: s[1], k: s[2], alpha: sc[0], beta: sc[1], pad: si % 3 * 3}
+						seed++
+						checkGemm(t, p, gc, seed)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSgemmBlocking uses sizes that cross the kc, mc and nc block edges of each kernel.
+func TestSgemmBlocking(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large shapes")
+	}
+	for name, p := range testPools() {
+		t.Cleanup(p.Close)
+		t.Run(name, func(t *testing.T) {
+			kern := p.kern
+			cases := []gemmCase{
+				{m: kern.mc + 7, n: 2*kern.nr + 3, k: kern.kc + 5, alpha: 1, beta: 0.5},
+				{transA: true, transB: true, m: 2*kern.mr + 1, n: kern.nc + kern.nr + 1, k: 2*kern.kc + 1, alpha: 1, beta: 0},
+			}
+			for i, gc := range cases {
+				checkGemm(t, p, gc, uint64(100+i))
+			}
+		})
+	}
+}
+
+func TestSgemmRejectsBadArguments(t *testing.T) {
+	p := NewPool(1)
+	defer p.Close()
+	a, b, c := make([]float32, 6), make([]float32, 6), make([]float32, 4)
+	tests := []struct {
+		name string
+		call func()
+		msg  string
+	}{
+		{"negative m", func() { p.Sgemm(false, false, -1, 2, 3, 1, a, 3, b, 2, 0, c, 2) }, "negative size"},
+		{"short lda", func() { p.Sgemm(false, false, 2, 2, 3, 1, a, 2, b, 2, 0, c, 2) }, "A is 2x3 but its row stride is 2"},
+		{"short B", func() { p.Sgemm(false, false, 2, 2, 3, 1, a, 3, b[:5], 2, 0, c, 2) }, "B is 3x2 with row stride 2 and needs 6 elements, has 5"},
+		{"short C", func() { p.Sgemm(false, false, 2, 2, 3, 1, a, 3, b, 2, 0, c[:3], 2) }, "C is 2x2"},
+		{"transposed A stride", func() { p.Sgemm(true, false, 2, 2, 3, 1, a, 1, b, 2, 0, c, 2) }, "A is 3x2 but its row stride is 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				r := recover()
+				require.NotNil(t, r)
+				assert.Contains(t, fmt.Sprint(r), tt.msg)
+			}()
+			tt.call()
+		})
+	}
+}
+
+func TestSgemmAllocatesNothing(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		p := NewPool(workers)
+		m, n, k := 96, 128, 64
+		a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+		p.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n) // warm the buffers
+		allocs := testing.AllocsPerRun(20, func() {
+			p.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n)
+			p.Sgemm(true, false, m, n, k, 1, a, m, b, n, 1, c, n)
+		})
+		assert.Zero(t, allocs, "workers=%d", workers)
+		p.Close()
+	}
+}
+
+// rowDoubler is the pattern the doc recommends: the Parallel func is a method value made
+// once and stored.
+type rowDoubler struct {
+	x  []float32
+	fn func(lo, hi int)
+}
+
+func (r *rowDoubler) run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		r.x[i] *= 2
+	}
+}
+
+func TestParallelCoversRangeOnceAndAllocatesNothing(t *testing.T) {
+	for _, workers := range []int{1, 2, 3} {
+		p := NewPool(workers)
+		for _, n := range []int{0, 1, 2, 5, 1000} {
+			var mu sync.Mutex
+			seen := make([]int, n)
+			p.Parallel(n, func(lo, hi int) {
+				mu.Lock()
+				defer mu.Unlock()
+				for i := lo; i < hi; i++ {
+					seen[i]++
+				}
+			})
+			for i, s := range seen {
+				require.Equal(t, 1, s, "workers=%d n=%d index %d", workers, n, i)
+			}
+		}
+		d := &rowDoubler{x: make([]float32, 64)}
+		d.fn = d.run
+		for i := range d.x {
+			d.x[i] = 1
+		}
+		allocs := testing.AllocsPerRun(10, func() { p.Parallel(len(d.x), d.fn) })
+		assert.Zero(t, allocs, "workers=%d", workers)
+		assert.Equal(t, float32(1<<11), d.x[63], "10 runs + 1 warm-up double each element")
+		p.Close()
+	}
+}
+
+// TestPoolConcurrentAndNested shares one pool between goroutines and calls Sgemm from
+// inside Parallel: nothing may deadlock and every result must be right.
+func TestPoolConcurrentAndNested(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 4 {
+				checkGemm(t, p, gemmCase{m: 70, n: 90, k: 50 + g, alpha: 1, beta: 0.5, transB: i%2 == 0}, uint64(10*g+i))
+			}
+		}()
+	}
+	p.Parallel(4, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			checkGemm(t, p, gemmCase{m: 64, n: 80, k: 40, alpha: 2, beta: 0, transA: true}, uint64(200+i))
+		}
+	})
+	wg.Wait()
+}
+
+func TestPoolAfterClose(t *testing.T) {
+	p := NewPool(2)
+	p.Close()
+	p.Close()
+	checkGemm(t, p, gemmCase{m: 130, n: 90, k: 70, alpha: 1, beta: 0}, 5)
+	sum := 0
+	p.Parallel(10, func(lo, hi int) { sum += hi - lo })
+	assert.Equal(t, 10, sum)
+}
+
+func TestChunkSplitsEvenly(t *testing.T) {
+	tests := []struct{ n, parts int }{{10, 3}, {2, 2}, {7, 1}, {1, 4}, {100, 7}}
+	for _, tt := range tests {
+		next := 0
+		for id := range tt.parts {
+			lo, hi := chunk(tt.n, tt.parts, id)
+			assert.Equal(t, next, lo, "n=%d parts=%d id=%d", tt.n, tt.parts, id)
+			assert.LessOrEqual(t, hi-lo, tt.n/tt.parts+1)
+			next = hi
+		}
+		assert.Equal(t, tt.n, next)
+	}
+}
+
+func FuzzSgemm(f *testing.F) {
+	f.Add(uint8(1), uint8(1), uint8(1), uint8(0), uint8(0))
+	f.Add(uint8(7), uint8(13), uint8(5), uint8(3), uint8(2))
+	f.Add(uint8(67), uint8(131), uint8(200), uint8(1), uint8(0))
+	pools := []*Pool{NewPool(2), NewPool(1, WithPureGo())}
+	f.Fuzz(func(t *testing.T, m, n, k, flags, pad uint8) {
+		gc := gemmCase{
+			transA: flags&1 != 0, transB: flags&2 != 0,
+			m: int(m), n: int(n), k: int(k),
+			alpha: []float32{1, -0.5, 0, 2}[flags>>2&3], beta: []float32{0, 1, 0.25, -1}[flags>>4&3],
+			pad: int(pad % 5),
+		}
+		for _, p := range pools {
+			checkGemm(t, p, gc, uint64(m)<<24|uint64(n)<<16|uint64(k)<<8|uint64(flags))
+		}
+	})
+}
