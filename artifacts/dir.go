@@ -353,6 +353,11 @@ func FetchDir(ctx context.Context, s Store, id, destDir string, o DirOptions) (m
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return Manifest{}, fmt.Errorf("materialise %s: %w", dest, err)
 	}
+	// os.Rename never replaces a directory, so an empty destination is removed first
+	// (os.Remove fails, harmlessly for us, if something appeared in it meanwhile).
+	if err := os.Remove(dest); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("materialise %s: %w", dest, err)
+	}
 	if err := os.Rename(tmp, dest); err != nil {
 		return Manifest{}, fmt.Errorf("materialise %s: move into place: %w", dest, err)
 	}
