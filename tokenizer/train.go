@@ -33,11 +33,12 @@ type Trainer struct {
 	opts   TrainOptions
 	counts map[string]int64 // pre-tokenized piece -> occurrences
 	bytes  int64
+	chunk  int // AddReader's read size
 }
 
 // NewTrainer returns an empty Trainer.
 func NewTrainer(opts TrainOptions) *Trainer {
-	return &Trainer{opts: opts, counts: make(map[string]int64)}
+	return &Trainer{opts: opts, counts: make(map[string]int64), chunk: 1 << 20}
 }
 
 // Add counts the pieces of text. Special-token spellings in text are plain text here.
@@ -66,15 +67,12 @@ func (tr *Trainer) AddMessages(msgs []Message) error {
 	return nil
 }
 
-// readChunk is how much AddReader reads at a time.
-const readChunk = 1 << 20
-
 // AddReader adds all text from r, reading it in chunks cut at piece boundaries so the
 // result equals Add of the whole text. It returns the number of bytes read.
 func (tr *Trainer) AddReader(ctx context.Context, r io.Reader) (int64, error) {
 	var pending []byte
 	var total int64
-	buf := make([]byte, readChunk)
+	buf := make([]byte, tr.chunk)
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
@@ -150,6 +148,9 @@ func (tr *Trainer) Train(ctx context.Context, vocabSize int) (*Tokenizer, error)
 	for i, s := range specials {
 		if s == "" || seen[s] {
 			return nil, fmt.Errorf("train: special token %d (%q) is empty or repeated", i, s)
+		}
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("train: special token %d (%q) is not valid UTF-8", i, s)
 		}
 		seen[s] = true
 	}
