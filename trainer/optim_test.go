@@ -2,9 +2,11 @@ package trainer
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -304,4 +306,32 @@ func TestVectorKernelMatchesGo(t *testing.T) {
 	assert.Equal(t, bits(m1), bits(m2))
 	assert.Equal(t, bits(v1), bits(v2))
 	assert.Equal(t, make([]float32, n), g2, "gradients zeroed")
+}
+
+func TestParamSegments(t *testing.T) {
+	cfg, err := transformer.Preset("tiny")
+	require.NoError(t, err)
+	p := transformer.NewParams(cfg)
+	segs, err := ParamSegments(p)
+	require.NoError(t, err)
+	require.Len(t, segs, len(p.Tensors))
+	total, decayed := 0, 0
+	for i, s := range segs {
+		assert.Equal(t, p.Tensors[i].Name, s.Name)
+		assert.Equal(t, total, s.Offset)
+		total += s.Size
+		if s.Decay {
+			decayed += s.Size
+		}
+		isNorm := strings.HasSuffix(s.Name, "layernorm.weight") || s.Name == "model.norm.weight"
+		assert.Equal(t, !isNorm, s.Decay, s.Name)
+	}
+	assert.Equal(t, len(p.Data), total)
+	assert.Equal(t, len(p.Data)-cfg.HiddenSize*(2*cfg.NumHiddenLayers+1), decayed)
+
+	// A view that does not sit in the flat buffer is caught.
+	p.Tensors[1].Data = make([]float32, p.Tensors[1].Size())
+	_, err = ParamSegments(p)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), p.Tensors[1].Name)
 }
