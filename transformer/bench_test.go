@@ -1,0 +1,63 @@
+package transformer
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/posttrain/posttrain/kernels"
+)
+
+// benchSetup builds the bench preset with a batch of random tokens (B=8, T=256).
+func benchSetup(b *testing.B) (*Model, *Workspace, *Batch, []float32, *Params) {
+	cfg, err := Preset("bench")
+	require.NoError(b, err)
+	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
+	b.Cleanup(pool.Close)
+	m, err := New(cfg, pool)
+	require.NoError(b, err)
+	m.Init(1)
+	const B, T = 8, 256
+	rng := rand.New(rand.NewPCG(1, 2))
+	batch := &Batch{B: B, T: T, Tokens: make([]int32, B*T), Targets: make([]int32, B*T)}
+	for i := range batch.Tokens {
+		batch.Tokens[i] = int32(rng.IntN(cfg.VocabSize))
+		batch.Targets[i] = int32(rng.IntN(cfg.VocabSize))
+	}
+	w := make([]float32, B*T)
+	for i := range w {
+		w[i] = 1
+	}
+	return m, m.NewWorkspace(B, T), batch, w, m.NewGrads()
+}
+
+// BenchmarkTrainStep measures forward+backward (weighted NLL) on the bench preset.
+func BenchmarkTrainStep(b *testing.B) {
+	m, ws, batch, w, g := benchSetup(b)
+	_, err := m.WeightedNLL(ws, batch, w, g)
+	require.NoError(b, err)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := m.WeightedNLL(ws, batch, w, g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch.B*batch.T)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkForward measures the forward pass alone on the bench preset.
+func BenchmarkForward(b *testing.B) {
+	m, ws, batch, _, _ := benchSetup(b)
+	require.NoError(b, m.Forward(ws, batch))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := m.Forward(ws, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch.B*batch.T)/b.Elapsed().Seconds(), "tokens/s")
+}
