@@ -164,15 +164,16 @@ type BTResult struct {
 	MeanMargin float64 `json:"mean_margin"`
 	// Pairs is the number of pairs.
 	Pairs int `json:"pairs"`
+	// Rows is the number of distinct Pair.Row values.
+	Rows int `json:"rows"`
 	// Grad[k] = dLoss / drewards[k]; zero for rewards in no pair.
 	Grad []float64 `json:"-"`
 }
 
 // Graph input names of the Bradley-Terry objective.
 const (
-	inRewards = "rewards"
-	inDiff    = "pair_diff"   // P x R: +1 at Better, -1 at Worse
-	inPairSum = "pair_sum"    // P x R: +1 at Better and Worse
+	inBetter  = "r_better"    // P: rewards[pairs[p].Better]
+	inWorse   = "r_worse"     // P: rewards[pairs[p].Worse]
 	inMargins = "margins"     // P
 	inWeights = "pair_weight" // P, sums to 1
 	outBT     = "bt_loss"
@@ -180,14 +181,16 @@ const (
 )
 
 // BradleyTerry evaluates the pairwise reward-model loss over one rewards
-// vector. The pair structure is bound as a P x R selection matrix, so one
-// graph serves every batch with the same numbers of rewards and pairs; graphs
-// are compiled once per (R, P) and reused. Safe for concurrent use (calls are
-// serialised).
+// vector. The graph works on per-pair rewards (r_better, r_worse), gathered
+// from the rewards vector by index; gorgonia differentiates the loss with
+// respect to them, and the gather's adjoint (a scatter-add) folds those
+// gradients back onto each response, summing over every pair it appears in.
+// Cost is O(pairs). Graphs are compiled once per number of pairs and reused.
+// Safe for concurrent use (calls are serialised).
 type BradleyTerry struct {
 	opts  BTOptions
 	mu    sync.Mutex
-	progs map[[2]int]*program
+	progs map[int]*program
 }
 
 // NewBradleyTerry validates opts and returns an evaluator.
@@ -196,7 +199,7 @@ func NewBradleyTerry(opts BTOptions) (*BradleyTerry, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &BradleyTerry{opts: opts, progs: make(map[[2]int]*program)}, nil
+	return &BradleyTerry{opts: opts, progs: make(map[int]*program)}, nil
 }
 
 // Options returns the evaluator's options with defaults filled in.
@@ -208,37 +211,25 @@ func (bt *BradleyTerry) Eval(rewards []float64, pairs []Pair) (BTResult, error) 
 	if err := validatePairs(rewards, pairs); err != nil {
 		return BTResult{}, err
 	}
-	r, np := len(rewards), len(pairs)
-	weights := pairWeights(pairs, bt.opts.Weighting)
+	np := len(pairs)
+	better := make([]float64, np)
+	worse := make([]float64, np)
 	margins := make([]float64, np)
 	for i, p := range pairs {
-		margins[i] = p.Margin
+		better[i], worse[i], margins[i] = rewards[p.Better], rewards[p.Worse], p.Margin
 	}
+	weights := pairWeights(pairs, bt.opts.Weighting)
 
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
-	prog, err := bt.program(r, np)
+	prog, err := bt.program(np)
 	if err != nil {
 		return BTResult{}, err
-	}
-	diff, err := prog.buffer(inDiff)
-	if err != nil {
-		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
-	}
-	sum, err := prog.buffer(inPairSum)
-	if err != nil {
-		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
-	}
-	for i, p := range pairs {
-		diff[i*r+p.Better] = 1
-		diff[i*r+p.Worse] = -1
-		sum[i*r+p.Better] = 1
-		sum[i*r+p.Worse] = 1
 	}
 	for _, s := range []struct {
 		name string
 		vals []float64
-	}{{inRewards, rewards}, {inMargins, margins}, {inWeights, weights}} {
+	}{{inBetter, better}, {inWorse, worse}, {inMargins, margins}, {inWeights, weights}} {
 		if err := prog.set(s.name, s.vals); err != nil {
 			return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
 		}
@@ -247,7 +238,7 @@ func (bt *BradleyTerry) Eval(rewards []float64, pairs []Pair) (BTResult, error) 
 		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
 	}
 
-	res := BTResult{Pairs: np}
+	res := BTResult{Pairs: np, Rows: countRows(pairs)}
 	if res.Loss, err = prog.value("cost"); err != nil {
 		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
 	}
@@ -257,12 +248,20 @@ func (bt *BradleyTerry) Eval(rewards []float64, pairs []Pair) (BTResult, error) 
 	if res.Centering, err = prog.value(outCenter); err != nil {
 		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
 	}
-	if res.Grad, err = prog.grad(inRewards); err != nil {
+	gBetter, err := prog.grad(inBetter)
+	if err != nil {
 		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
 	}
+	gWorse, err := prog.grad(inWorse)
+	if err != nil {
+		return BTResult{}, fmt.Errorf("bradley-terry: %w", err)
+	}
+	res.Grad = make([]float64, len(rewards))
 	correct := 0
-	for _, p := range pairs {
-		d := rewards[p.Better] - rewards[p.Worse]
+	for i, p := range pairs {
+		res.Grad[p.Better] += gBetter[i]
+		res.Grad[p.Worse] += gWorse[i]
+		d := better[i] - worse[i]
 		if d > 0 {
 			correct++
 		}
@@ -273,44 +272,74 @@ func (bt *BradleyTerry) Eval(rewards []float64, pairs []Pair) (BTResult, error) 
 	return res, nil
 }
 
-func (bt *BradleyTerry) program(r, np int) (*program, error) {
-	key := [2]int{r, np}
-	if p, ok := bt.progs[key]; ok {
+// Combine merges the results of batches evaluated with bt into the result of
+// their union, as if it had been one batch (rows must not span batches):
+// Loss, BTLoss and Centering are weighted by Pairs (WeightPerPair) or Rows
+// (WeightPerRow), Accuracy and MeanMargin by Pairs. Grad is left nil.
+func (bt *BradleyTerry) Combine(parts ...BTResult) BTResult {
+	var out BTResult
+	for _, p := range parts {
+		out.Pairs += p.Pairs
+		out.Rows += p.Rows
+	}
+	if out.Pairs == 0 {
+		return BTResult{}
+	}
+	for _, p := range parts {
+		wp := float64(p.Pairs) / float64(out.Pairs)
+		wl := wp
+		if bt.opts.Weighting == WeightPerRow {
+			wl = float64(p.Rows) / float64(out.Rows)
+		}
+		out.Loss += wl * p.Loss
+		out.BTLoss += wl * p.BTLoss
+		out.Centering += wl * p.Centering
+		out.Accuracy += wp * p.Accuracy
+		out.MeanMargin += wp * p.MeanMargin
+	}
+	return out
+}
+
+func countRows(pairs []Pair) int {
+	rows := make(map[int]struct{}, len(pairs))
+	for _, p := range pairs {
+		rows[p.Row] = struct{}{}
+	}
+	return len(rows)
+}
+
+func (bt *BradleyTerry) program(np int) (*program, error) {
+	if p, ok := bt.progs[np]; ok {
 		return p, nil
 	}
-	p, err := buildBT(bt.opts, r, np)
+	p, err := buildBT(bt.opts, np)
 	if err != nil {
-		return nil, fmt.Errorf("bradley-terry: build graph for %d rewards and %d pairs: %w", r, np, err)
+		return nil, fmt.Errorf("bradley-terry: build graph for %d pairs: %w", np, err)
 	}
-	bt.progs[key] = p
+	bt.progs[np] = p
 	return p, nil
 }
 
-// buildBT writes the objective as a gorgonia expression over the rewards r,
-// the selection matrices D (difference) and S (sum), margins m and weights w:
+// buildBT writes the objective as a gorgonia expression over the per-pair
+// rewards rb, rw, margins m and weights w:
 //
-//	bt     = w · softplus(-(D r - m))     = sum_p w_p * -log sigmoid(r_b - r_w - m_p)
-//	center = w · (S r)^2                  = sum_p w_p * (r_b + r_w)^2
+//	bt     = w · softplus(-(rb - rw - m))   = sum_p w_p * -log sigmoid(rb_p - rw_p - m_p)
+//	center = w · (rb + rw)^2                = sum_p w_p * (rb_p + rw_p)^2
 //	cost   = bt + eta * center
-//
-// The gradient with respect to r comes out as D^T(...) + S^T(...), which
-// accumulates correctly for a response that appears in several pairs.
-func buildBT(o BTOptions, r, np int) (*program, error) {
+func buildBT(o BTOptions, np int) (*program, error) {
 	b := newBuilder()
-	rewards := b.vector(inRewards, r)
-	diffM := b.matrix(inDiff, np, r)
-	sumM := b.matrix(inPairSum, np, r)
+	rb := b.vector(inBetter, np)
+	rw := b.vector(inWorse, np)
 	margins := b.vector(inMargins, np)
 	weights := b.vector(inWeights, np)
 
-	z := b.sub(b.matVec(diffM, rewards), margins)
-	btLoss := b.dot(weights, b.negLogSigmoid(z))
-	center := b.dot(weights, b.square(b.matVec(sumM, rewards)))
+	btLoss := b.dot(weights, b.negLogSigmoid(b.sub(b.sub(rb, rw), margins)))
+	center := b.dot(weights, b.square(b.add(rb, rw)))
 	cost := btLoss
 	if o.CenteringCoef > 0 {
 		cost = b.add(btLoss, b.scale(o.CenteringCoef, center))
 	}
-	return b.compile(cost, map[string]*gorgonia.Node{outBT: btLoss, outCenter: center}, []string{inRewards})
+	return b.compile(cost, map[string]*gorgonia.Node{outBT: btLoss, outCenter: center}, []string{inBetter, inWorse})
 }
 
 func validatePairs(rewards []float64, pairs []Pair) error {

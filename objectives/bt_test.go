@@ -198,7 +198,7 @@ func TestBradleyTerryReusesGraph(t *testing.T) {
 			assert.InDelta(t, want.grad[k], got.Grad[k], 1e-12, "step %d grad %d", step, k)
 		}
 	}
-	assert.Len(t, bt.progs, 2, "one graph per (rewards, pairs) shape")
+	assert.Len(t, bt.progs, 2, "one graph per number of pairs")
 }
 
 func TestBradleyTerryConcurrent(t *testing.T) {
@@ -334,4 +334,32 @@ func TestLlama2MarginTables(t *testing.T) {
 	_, err = Llama2Margin(Rating("way better"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "way better")
+}
+
+func TestBradleyTerryCombineEqualsOneBatch(t *testing.T) {
+	rewards := []float64{0.3, -0.2, 1.1, 0.9, -0.4, 2.0, 0.1, -1.5, 0.7}
+	var all, first, second []Pair
+	first = append(mustRanked(t, 0, 0, 0, 1, 2), mustRanked(t, 1, 0.5, 3, 4)...)
+	second = append(mustRanked(t, 2, 0, 5, 6), mustRanked(t, 3, 0, 8, 7, 6)...)
+	all = append(append(all, first...), second...)
+	for _, opts := range []BTOptions{{}, {CenteringCoef: 0.2, Weighting: WeightPerRow}} {
+		t.Run(string(opts.Weighting), func(t *testing.T) {
+			bt, err := NewBradleyTerry(opts)
+			require.NoError(t, err)
+			whole, err := bt.Eval(rewards, all)
+			require.NoError(t, err)
+			a, err := bt.Eval(rewards, first)
+			require.NoError(t, err)
+			b, err := bt.Eval(rewards, second)
+			require.NoError(t, err)
+			got := bt.Combine(a, b)
+			assert.Equal(t, whole.Pairs, got.Pairs)
+			assert.Equal(t, 4, got.Rows)
+			assert.InDelta(t, whole.Loss, got.Loss, 1e-12)
+			assert.InDelta(t, whole.BTLoss, got.BTLoss, 1e-12)
+			assert.InDelta(t, whole.Centering, got.Centering, 1e-12)
+			assert.InDelta(t, whole.Accuracy, got.Accuracy, 1e-12)
+			assert.InDelta(t, whole.MeanMargin, got.MeanMargin, 1e-12)
+		})
+	}
 }

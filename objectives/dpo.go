@@ -333,6 +333,37 @@ func buildDPO(o DPOOptions, n int) (*program, error) {
 	return b.compile(cost, map[string]*gorgonia.Node{outDPO: dpo, outNLL: nll}, wrt)
 }
 
+// Combine merges the metrics of batches evaluated with d into the metrics of
+// their union, exactly as if it had been one batch: per-row means are
+// weighted by N, and the batch-token-mean NLL by ChosenTokens. Use it for
+// evaluation over many batches and for logging accumulated steps.
+func (d *DPO) Combine(parts ...DPOMetrics) DPOMetrics {
+	var out DPOMetrics
+	for _, p := range parts {
+		out.N += p.N
+		out.ChosenTokens += p.ChosenTokens
+	}
+	if out.N == 0 {
+		return DPOMetrics{}
+	}
+	for _, p := range parts {
+		w := float64(p.N) / float64(out.N)
+		out.DPOLoss += w * p.DPOLoss
+		out.RewardsChosen += w * p.RewardsChosen
+		out.RewardsRejected += w * p.RewardsRejected
+		out.Accuracy += w * p.Accuracy
+		out.LogpsChosen += w * p.LogpsChosen
+		out.LogpsRejected += w * p.LogpsRejected
+		if d.opts.NLLNorm == NLLBatchTokenMean {
+			w = float64(p.ChosenTokens) / float64(out.ChosenTokens)
+		}
+		out.NLLLoss += w * p.NLLLoss
+	}
+	out.Margin = out.RewardsChosen - out.RewardsRejected
+	out.Loss = out.DPOLoss + d.opts.NLLCoef*out.NLLLoss
+	return out
+}
+
 // dpoMetrics computes the reward metrics in plain float64: they are not
 // differentiated, and the comparison for accuracy has no gradient anyway.
 func dpoMetrics(beta float64, b DPOBatch) DPOMetrics {

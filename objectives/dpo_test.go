@@ -330,3 +330,47 @@ func assertClose(t *testing.T, want, got float64, msg string) {
 	t.Helper()
 	assert.InDelta(t, want, got, 1e-12+1e-8*math.Abs(want), msg)
 }
+
+func TestDPOCombineEqualsOneBatch(t *testing.T) {
+	batch := sampleDPOBatch(21, 10)
+	slice := func(lo, hi int) DPOBatch {
+		return DPOBatch{
+			PolicyChosen: batch.PolicyChosen[lo:hi], PolicyRejected: batch.PolicyRejected[lo:hi],
+			ReferenceChosen: batch.ReferenceChosen[lo:hi], ReferenceRejected: batch.ReferenceRejected[lo:hi],
+			PolicyChosenAll: batch.PolicyChosenAll[lo:hi], ChosenTokens: batch.ChosenTokens[lo:hi],
+		}
+	}
+	for _, norm := range NLLNorms() {
+		t.Run(string(norm), func(t *testing.T) {
+			d, err := NewDPO(DPOOptions{Beta: 0.2, NLLCoef: 0.3, NLLNorm: norm})
+			require.NoError(t, err)
+			whole, err := d.Eval(batch)
+			require.NoError(t, err)
+			var parts []DPOMetrics
+			for _, r := range [][2]int{{0, 3}, {3, 4}, {4, 10}} {
+				res, err := d.Eval(slice(r[0], r[1]))
+				require.NoError(t, err)
+				parts = append(parts, res.DPOMetrics)
+			}
+			got := d.Combine(parts...)
+			want := whole.DPOMetrics
+			assert.Equal(t, want.N, got.N)
+			assert.Equal(t, want.ChosenTokens, got.ChosenTokens)
+			for _, f := range []struct {
+				name      string
+				want, got float64
+			}{
+				{"loss", want.Loss, got.Loss}, {"dpo_loss", want.DPOLoss, got.DPOLoss},
+				{"nll_loss", want.NLLLoss, got.NLLLoss}, {"rewards_chosen", want.RewardsChosen, got.RewardsChosen},
+				{"rewards_rejected", want.RewardsRejected, got.RewardsRejected}, {"margin", want.Margin, got.Margin},
+				{"accuracy", want.Accuracy, got.Accuracy}, {"logps_chosen", want.LogpsChosen, got.LogpsChosen},
+				{"logps_rejected", want.LogpsRejected, got.LogpsRejected},
+			} {
+				assert.InDelta(t, f.want, f.got, 1e-12, f.name)
+			}
+		})
+	}
+	d, err := NewDPO(DefaultDPOOptions())
+	require.NoError(t, err)
+	assert.Equal(t, DPOMetrics{}, d.Combine(), "no batches")
+}
