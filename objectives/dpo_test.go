@@ -1,6 +1,7 @@
 package objectives
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -373,4 +374,27 @@ func TestDPOCombineEqualsOneBatch(t *testing.T) {
 	d, err := NewDPO(DefaultDPOOptions())
 	require.NoError(t, err)
 	assert.Equal(t, DPOMetrics{}, d.Combine(), "no batches")
+}
+
+// dpo eval --json prints DPOMetrics: the key names are part of the contract.
+func TestDPOMetricsJSONKeys(t *testing.T) {
+	raw, err := json.Marshal(DPOMetrics{N: 2, Loss: 1, Accuracy: 0.5})
+	require.NoError(t, err)
+	var m map[string]float64
+	require.NoError(t, json.Unmarshal(raw, &m))
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	assert.ElementsMatch(t, []string{"n", "loss", "dpo_loss", "nll_loss", "rewards_chosen", "rewards_rejected",
+		"margin", "accuracy", "logps_chosen", "logps_rejected", "chosen_tokens"}, keys)
+	assert.Equal(t, 0.5, m["accuracy"])
+
+	raw, err = json.Marshal(BTResult{Pairs: 3, Grad: []float64{1}})
+	require.NoError(t, err)
+	m = nil
+	require.NoError(t, json.Unmarshal(raw, &m))
+	assert.Contains(t, m, "mean_margin")
+	assert.NotContains(t, m, "Grad", "gradients are not metrics")
+	assert.Equal(t, 3.0, m["pairs"])
 }

@@ -174,6 +174,9 @@ func (b *builder) compile(cost *gorgonia.Node, outputs map[string]*gorgonia.Node
 	if b.err != nil {
 		return nil, b.err
 	}
+	if cost == nil {
+		return nil, errors.New("compile: cost is nil")
+	}
 	p := &program{
 		inputs:  make(map[string]*input, len(b.inputs)),
 		outputs: map[string]*gorgonia.Node{"cost": cost},
@@ -234,17 +237,6 @@ func (p *program) set(name string, vals []float64) error {
 	}
 	copy(in.data, vals)
 	return nil
-}
-
-// buffer returns the named input's backing slice for callers that fill it in
-// place (the pair matrices); it is zeroed first.
-func (p *program) buffer(name string) ([]float64, error) {
-	in, ok := p.inputs[name]
-	if !ok {
-		return nil, fmt.Errorf("input %q: no such input", name)
-	}
-	clear(in.data)
-	return in.data, nil
 }
 
 // run evaluates the graph and its gradients with the values currently set.

@@ -39,6 +39,40 @@ func TestNegLogSigmoidGradient(t *testing.T) {
 	assert.Equal(t, 0.0, g[len(g)-1], "saturated at 1000")
 }
 
+// A matrix input and matVec: cost = sum((M v)^2), dcost/dv = 2 M^T M v, and
+// the same program re-run with new values.
+func TestMatVecProgram(t *testing.T) {
+	b := newBuilder()
+	m := b.matrix("m", 2, 3)
+	v := b.vector("v", 3)
+	p, err := b.compile(b.sum(b.square(b.matVec(m, v))), nil, []string{"v"})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		m, v []float64
+	}{
+		{[]float64{1, 2, 3, 4, 5, 6}, []float64{1, 0, -1}},
+		{[]float64{0, 1, 0, 2, 0, 1}, []float64{0.5, 2, 3}},
+	} {
+		require.NoError(t, p.set("m", tc.m))
+		require.NoError(t, p.set("v", tc.v))
+		require.NoError(t, p.run())
+		mv := []float64{0, 0}
+		for i := range 2 {
+			for j := range 3 {
+				mv[i] += tc.m[i*3+j] * tc.v[j]
+			}
+		}
+		cost, err := p.value("cost")
+		require.NoError(t, err)
+		assert.InDelta(t, mv[0]*mv[0]+mv[1]*mv[1], cost, 1e-12)
+		g, err := p.grad("v")
+		require.NoError(t, err)
+		for j := range 3 {
+			assert.InDelta(t, 2*(tc.m[j]*mv[0]+tc.m[3+j]*mv[1]), g[j], 1e-12, "grad v[%d]", j)
+		}
+	}
+}
+
 func TestProgramErrors(t *testing.T) {
 	t.Run("duplicate input", func(t *testing.T) {
 		b := newBuilder()
@@ -59,6 +93,19 @@ func TestProgramErrors(t *testing.T) {
 		_, err := b.compile(s, nil, nil)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "build add")
+	})
+	t.Run("nil cost", func(t *testing.T) {
+		b := newBuilder()
+		b.vector("x", 2)
+		_, err := b.compile(nil, nil, nil)
+		assert.ErrorContains(t, err, "cost is nil")
+	})
+	t.Run("cost independent of wrt", func(t *testing.T) {
+		b := newBuilder()
+		x := b.vector("x", 2)
+		b.vector("y", 2)
+		_, err := b.compile(b.sum(x), nil, []string{"y"})
+		assert.ErrorContains(t, err, "differentiate cost")
 	})
 	t.Run("unknown wrt", func(t *testing.T) {
 		b := newBuilder()
