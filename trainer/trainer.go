@@ -8,6 +8,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -72,9 +73,13 @@ type Hooks struct {
 	// Progress is called after every update.
 	Progress func(Progress)
 	// Checkpoint is called after every CheckpointEvery-th update (when > 0) and after
-	// the last one; it typically saves the weights and SaveState(dir, t.State).
+	// the last one; it typically saves the weights and SaveState(dir, t.State). It gets a
+	// context that is not cancelled with Run's, so a save always runs to completion.
 	Checkpoint      func(ctx context.Context, step int) error
 	CheckpointEvery int
+	// SaveOnCancel also checkpoints when ctx is cancelled after updates that are not
+	// saved yet, so an interrupted run loses nothing (Ctrl-C, a cancelled activity).
+	SaveOnCancel bool
 }
 
 // Trainer updates a flat parameter buffer from the gradients a StepFunc accumulates.
@@ -210,20 +215,41 @@ func (t *Trainer) Step(ctx context.Context, fn StepFunc) (Progress, error) {
 // stops it between updates (or inside the step function, if it watches ctx) with
 // ctx.Err(); the last checkpoint then holds a consistent state to resume from.
 func (t *Trainer) Run(ctx context.Context, fn StepFunc, hooks Hooks) error {
+	saved := t.State.Step
+	save := func(step int) error {
+		if hooks.Checkpoint == nil {
+			return nil
+		}
+		if err := hooks.Checkpoint(context.WithoutCancel(ctx), step); err != nil {
+			return fmt.Errorf("checkpoint at step %d: %w", step, err)
+		}
+		saved = step
+		return nil
+	}
 	for !t.Done() {
 		if err := ctx.Err(); err != nil {
+			if hooks.SaveOnCancel && saved < t.State.Step {
+				if serr := save(t.State.Step); serr != nil {
+					return errors.Join(err, serr)
+				}
+			}
 			return err
 		}
 		p, err := t.Step(ctx, fn)
 		if err != nil {
+			if ctx.Err() != nil && hooks.SaveOnCancel && saved < t.State.Step {
+				if serr := save(t.State.Step); serr != nil {
+					return errors.Join(err, serr)
+				}
+			}
 			return err
 		}
 		if hooks.Progress != nil {
 			hooks.Progress(p)
 		}
-		if hooks.Checkpoint != nil && (t.Done() || (hooks.CheckpointEvery > 0 && p.Step%hooks.CheckpointEvery == 0)) {
-			if err := hooks.Checkpoint(ctx, p.Step); err != nil {
-				return fmt.Errorf("checkpoint at step %d: %w", p.Step, err)
+		if t.Done() || (hooks.CheckpointEvery > 0 && p.Step%hooks.CheckpointEvery == 0) {
+			if err := save(p.Step); err != nil {
+				return err
 			}
 		}
 	}

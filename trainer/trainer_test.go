@@ -214,6 +214,24 @@ func TestRunHooksAndCancellation(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, 3, tr.State.Step, "stops between updates")
 
+	// SaveOnCancel checkpoints the unsaved updates on the way out, with a live context.
+	tr, _, fn = newRun(t, r, testConfig(10, 1), 1, 4)
+	ctx, cancel = context.WithCancel(context.Background())
+	saved = nil
+	err = tr.Run(ctx, fn, Hooks{CheckpointEvery: 4, SaveOnCancel: true,
+		Progress: func(p Progress) {
+			if p.Step == 6 {
+				cancel()
+			}
+		},
+		Checkpoint: func(ctx context.Context, step int) error {
+			require.NoError(t, ctx.Err())
+			saved = append(saved, step)
+			return nil
+		}})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, []int{4, 6}, saved)
+
 	tr, _, fn = newRun(t, r, testConfig(10, 1), 1, 4)
 	boom := errors.New("disk full")
 	err = tr.Run(context.Background(), fn, Hooks{CheckpointEvery: 2, Checkpoint: func(context.Context, int) error { return boom }})
