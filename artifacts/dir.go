@@ -172,6 +172,26 @@ func LoadManifest(ctx context.Context, s Store, id string) (Manifest, error) {
 	return m, nil
 }
 
+// manifestPrefix is how every canonical manifest starts.
+const manifestPrefix = `{"format":"` + ManifestFormat + `","files":[`
+
+// IsManifest reports whether the blob sha looks like a directory manifest, reading
+// only its first few bytes (so a multi-gigabyte weights blob costs one small read).
+// It does not verify the blob; LoadManifest does.
+func IsManifest(ctx context.Context, s Store, sha string) (bool, error) {
+	rc, err := s.Open(ctx, sha)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	head := make([]byte, len(manifestPrefix))
+	n, err := io.ReadFull(rc, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) && !errors.Is(err, ErrCorrupt) {
+		return false, fmt.Errorf("sniff blob %s: %w", sha, err)
+	}
+	return n == len(head) && string(head) == manifestPrefix, nil
+}
+
 // DirOptions tunes StoreDir and FetchDir; the zero value is ready to use.
 type DirOptions struct {
 	// Progress, when set, is called with the number of bytes of file content

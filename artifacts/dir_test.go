@@ -292,3 +292,22 @@ func TestScanDir(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "not a directory")
 }
+
+func TestIsManifest(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range allBackends(t) {
+		src, _ := modelDir(t)
+		m, err := b.store.PutDir(ctx, src)
+		require.NoError(t, err)
+		is, err := artifacts.IsManifest(ctx, b.store, m.ID)
+		require.NoError(t, err)
+		assert.True(t, is, b.name)
+		for _, f := range m.Files {
+			is, err := artifacts.IsManifest(ctx, b.store, f.SHA256)
+			require.NoError(t, err, "%s %s", b.name, f.Path)
+			assert.False(t, is, "%s %s", b.name, f.Path)
+		}
+		_, err = artifacts.IsManifest(ctx, b.store, artifacts.SumBytes([]byte("absent")))
+		assert.ErrorIs(t, err, artifacts.ErrNotFound, b.name)
+	}
+}
