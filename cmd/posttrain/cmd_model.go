@@ -1,18 +1,251 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
 
-// newModelCmd is a placeholder until its package lands.
-func newModelCmd(*globalOptions) *cobra.Command {
-	return &cobra.Command{Use: "model", Short: "(not built yet)", Hidden: true}
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
+	"github.com/posttrain/posttrain/transformer"
+)
+
+// newModelCmd groups the model-directory commands: init and info.
+func newModelCmd(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "model",
+		Short: "Create and inspect model checkpoints (Hugging Face Llama directories)",
+		Long: `A model is a directory in Hugging Face's layout: config.json (LlamaConfig keys),
+model.safetensors (F32 tensors under the HF names) and, usually, tokenizer.json.
+Training commands may add trainer_state.json and trainer_state.bin next to them.`,
+	}
+	cmd.AddCommand(newModelInitCmd(g), newModelInfoCmd(g))
+	return cmd
 }
 
-// newPretrainCmd is a placeholder until its package lands.
-func newPretrainCmd(*globalOptions) *cobra.Command {
-	return &cobra.Command{Use: "pretrain", Short: "(not built yet)", Hidden: true}
+func newModelInitCmd(g *globalOptions) *cobra.Command {
+	var o pretrain.InitOptions
+	cmd := &cobra.Command{
+		Use:   "init --preset NAME|--config config.json --out DIR [--tokenizer DIR] [--seed N]",
+		Short: "Write a randomly initialised model directory",
+		Long: `Write a new model directory with weights drawn the way Hugging Face initialises a
+LlamaModel (normal(0, initializer_range) for linear and embedding weights, ones for the
+RMSNorm gains). The same --seed always gives the same weights.
+
+Sizes come from a preset (` + strings.Join(transformer.PresetNames(), ", ") + `) or a config.json with
+LlamaConfig keys. With --tokenizer, its tokenizer.json is copied in, its vocabulary must
+have exactly vocab_size tokens (--vocab-size sets vocab_size), and its begin/end-of-text
+ids are written to config.json.`,
+		Example: `  posttrain tokenizer train --vocab 512 --out tok corpus.txt
+  posttrain model init --preset tiny --tokenizer tok --seed 1 --out base0
+  posttrain model init --config my_config.json --out big --seed 7`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := pretrain.Init(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			return printModelSummary(cmd.OutOrStdout(), g.jsonOut, s)
+		},
+	}
+	f := cmd.Flags()
+	// --preset and --config shadow the root's config-file flags on purpose: here they name
+	// the model's size.
+	f.StringVar(&o.Preset, "preset", "", "model size preset: "+strings.Join(transformer.PresetNames(), ", "))
+	f.StringVar(&o.ConfigPath, "config", "", "config.json with Hugging Face LlamaConfig keys (instead of --preset)")
+	f.StringVar(&o.OutDir, "out", "", "directory to write (must be absent or empty unless --overwrite)")
+	f.StringVar(&o.Tokenizer, "tokenizer", "", "tokenizer directory (or tokenizer.json) to copy into the model")
+	f.IntVar(&o.VocabSize, "vocab-size", 0, "override vocab_size (e.g. to match the tokenizer)")
+	f.Uint64Var(&o.Seed, "seed", 1, "random seed of the initialisation")
+	f.BoolVar(&o.Overwrite, "overwrite", false, "replace a non-empty --out directory")
+	return cmd
 }
 
-// newBenchCmd is a placeholder until its package lands.
+func newModelInfoCmd(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info DIR",
+		Short: "Describe a model directory without loading its weights",
+		Long: `Print a model directory's architecture, sizes, parameter count, tensor dtypes and
+files, read from config.json and the safetensors header (both validated). When the
+directory holds a trainer state, its step and token count are shown too.`,
+		Example: `  posttrain model info base0
+  posttrain model info base0 --json | jq .parameters`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := checkpoint.Info(args[0])
+			if err != nil {
+				return err
+			}
+			return printModelSummary(cmd.OutOrStdout(), g.jsonOut, s)
+		},
+	}
+}
+
+// modelInfoJSON is model info's --json document: the checkpoint summary plus the
+// trainer state's progress when present.
+type modelInfoJSON struct {
+	*checkpoint.Summary
+	TrainerStep   *int   `json:"trainer_step,omitempty"`
+	TrainerTokens *int64 `json:"trainer_tokens,omitempty"`
+}
+
+func printModelSummary(w io.Writer, asJSON bool, s *checkpoint.Summary) error {
+	out := modelInfoJSON{Summary: s}
+	if trainer.HasState(s.Dir) {
+		st, err := trainer.LoadState(s.Dir)
+		if err != nil {
+			return fmt.Errorf("model info %s: %w", s.Dir, err)
+		}
+		out.TrainerStep, out.TrainerTokens = &st.Step, &st.Tokens
+	}
+	if asJSON {
+		return writeModelJSON(w, out)
+	}
+	c := s.Config
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("dir", s.Dir)
+	row("architecture", s.Architecture)
+	row("parameters", fmt.Sprintf("%d (%.2fM)", s.Parameters, float64(s.Parameters)/1e6))
+	row("vocab_size", c.VocabSize)
+	row("hidden_size", c.HiddenSize)
+	row("intermediate_size", c.IntermediateSize)
+	row("layers", c.NumHiddenLayers)
+	row("heads / kv heads", fmt.Sprintf("%d / %d (head_dim %d)", c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDimension()))
+	row("context", c.MaxPositionEmbeddings)
+	row("rope_theta", c.RopeTheta)
+	row("tied embeddings", s.TiedEmbeddings)
+	dtypes := make([]string, 0, len(s.DTypes))
+	for d, n := range s.DTypes {
+		dtypes = append(dtypes, fmt.Sprintf("%s x%d", d, n))
+	}
+	sort.Strings(dtypes)
+	row("tensors", fmt.Sprintf("%d (%s)", s.Tensors, strings.Join(dtypes, ", ")))
+	row("tokenizer", s.HasTokenizer)
+	if out.TrainerStep != nil {
+		row("trainer step", fmt.Sprintf("%d (%d tokens)", *out.TrainerStep, *out.TrainerTokens))
+	}
+	for _, f := range s.Files {
+		row("  "+f.Name, fmt.Sprintf("%d bytes", f.Bytes))
+	}
+	return tw.Flush()
+}
+
+func writeModelJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newPretrainCmd is causal-LM pretraining on a text corpus.
+func newPretrainCmd(g *globalOptions) *cobra.Command {
+	o := pretrain.DefaultOptions()
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "pretrain --model DIR --data FILE... --out DIR [--steps N --batch B --seq T --lr LR]",
+		Short: "Train a causal language model on a text corpus (to make base checkpoints)",
+		Long: `Train a causal LM on text: .jsonl files (one {"text": ...} object per line) and plain
+text files (one document each). Documents are tokenized with the model directory's
+tokenizer.json as <|begin_of_text|> text <|end_of_text|>, concatenated and packed into rows
+of --seq tokens; packed documents do not attend to each other. Rows are drawn in a seeded
+shuffled order each epoch.
+
+The optimizer is AdamW with decoupled weight decay (not on RMSNorm gains), global-norm
+gradient clipping, and a linear warmup then cosine (or linear) decay to --min-lr-ratio.
+
+--out receives the model plus trainer_state.{json,bin} every --checkpoint-every steps, at
+the end, and on Ctrl-C; --resume continues that run from --out and ends with exactly the
+weights an uninterrupted run would have produced.`,
+		Example: `  posttrain pretrain --model base0 --data stories.jsonl --out base1 --steps 500 --batch 8 --seq 128
+  posttrain pretrain --data stories.jsonl --out base1 --steps 500 --batch 8 --seq 128 --resume`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Seed = seed
+			bar := newTrainBar(cmd.ErrOrStderr(), o.Steps)
+			res, err := pretrain.Run(cmd.Context(), o, bar.update)
+			bar.finish()
+			if res != nil && (err == nil || res.Steps > res.StartStep) {
+				if perr := printPretrainResult(cmd.OutOrStdout(), g.jsonOut, res); perr != nil && err == nil {
+					err = perr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ModelDir, "model", "", "starting model directory (with tokenizer.json)")
+	f.StringSliceVar(&o.Data, "data", nil, "corpus files: .jsonl with \"text\" fields, or plain text (repeatable, comma-separated)")
+	f.StringVar(&o.OutDir, "out", "", "output directory for checkpoints (model + trainer state)")
+	f.BoolVar(&o.Resume, "resume", false, "continue the run saved in --out")
+	f.IntVar(&o.Steps, "steps", o.Steps, "total optimizer steps")
+	f.IntVar(&o.Batch, "batch", o.Batch, "rows per micro-batch")
+	f.IntVar(&o.Seq, "seq", o.Seq, "tokens per row")
+	f.IntVar(&o.Accum, "accum", o.Accum, "micro-batches accumulated per step")
+	f.Float64Var(&o.Schedule.PeakLR, "lr", o.Schedule.PeakLR, "peak learning rate")
+	f.IntVar(&o.Schedule.WarmupSteps, "warmup", o.Schedule.WarmupSteps, "linear warmup steps")
+	f.Float64Var(&o.Schedule.MinLRRatio, "min-lr-ratio", o.Schedule.MinLRRatio, "final learning rate as a fraction of --lr")
+	f.StringVar(&o.Schedule.Decay, "decay", o.Schedule.Decay, "learning-rate decay after warmup: cosine, linear or constant")
+	f.Float64Var(&o.AdamW.WeightDecay, "weight-decay", o.AdamW.WeightDecay, "decoupled weight decay (2-D weights only)")
+	f.Float64Var(&o.AdamW.Beta1, "beta1", o.AdamW.Beta1, "AdamW beta1")
+	f.Float64Var(&o.AdamW.Beta2, "beta2", o.AdamW.Beta2, "AdamW beta2")
+	f.Float64Var(&o.AdamW.ClipNorm, "clip", o.AdamW.ClipNorm, "global gradient-norm clip (0 disables)")
+	f.Uint64Var(&seed, "seed", o.Seed, "seed of the data order")
+	f.IntVar(&o.CheckpointEvery, "checkpoint-every", o.CheckpointEvery, "save every N steps (0: only at the end)")
+	f.IntVar(&o.Threads, "threads", 0, "kernel threads (0: all CPUs)")
+	return cmd
+}
+
+func printPretrainResult(w io.Writer, asJSON bool, r *pretrain.Result) error {
+	if asJSON {
+		return writeModelJSON(w, r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "out\t%s\n", r.OutDir)
+	fmt.Fprintf(tw, "steps\t%d (this run %d..%d)\n", r.Steps, r.StartStep, r.Steps)
+	fmt.Fprintf(tw, "loss\tfirst %.4f, final %.4f, mean of last 10 %.4f\n", r.FirstLoss, r.FinalLoss, r.MeanLossLast)
+	fmt.Fprintf(tw, "tokens\t%d (%.2f epochs of %d rows, corpus %d tokens in %d documents)\n", r.Tokens, r.Epochs, r.Rows, r.CorpusTokens, r.CorpusDocs)
+	fmt.Fprintf(tw, "throughput\t%.0f tokens/s on %d threads (%.1fs)\n", r.TokensPerSec, r.Threads, r.ElapsedSec)
+	return tw.Flush()
+}
+
+// trainBar renders trainer progress as a progress bar on stderr.
+type trainBar struct {
+	bar *progressbar.ProgressBar
+	w   io.Writer
+}
+
+func newTrainBar(w io.Writer, total int) *trainBar {
+	return &trainBar{w: w, bar: progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("starting"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowDescriptionAtLineEnd(),
+	)}
+}
+
+func (b *trainBar) update(p trainer.Progress) {
+	b.bar.Describe(fmt.Sprintf("loss %.4f  lr %.2e  %.0f tok/s  ETA %s", p.Loss, p.LR, p.TokensPerSec, p.ETA.Round(time.Second)))
+	_ = b.bar.Set(p.Step)
+}
+
+func (b *trainBar) finish() {
+	_ = b.bar.Exit()
+	fmt.Fprintln(b.w)
+}
+
+// newBenchCmd is a placeholder until the engine benchmark lands.
 func newBenchCmd(*globalOptions) *cobra.Command {
 	return &cobra.Command{Use: "bench", Short: "(not built yet)", Hidden: true}
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/posttrain/posttrain/tokenizer"
+)
+
+// runModelCLI runs the posttrain root command in-process and returns stdout and stderr.
+func runModelCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+// modelCLIFixture writes a trained tokenizer directory and a small JSONL corpus.
+func modelCLIFixture(t *testing.T) (tokDir, corpus string, vocab int) {
+	t.Helper()
+	dir := t.TempDir()
+	var docs, lines []string
+	names := []string{"Ada", "Ben", "Cleo", "Dan"}
+	for i := 0; i < 60; i++ {
+		d := fmt.Sprintf("%s found a red ball. %s gave the ball to %s.", names[i%4], names[i%4], names[(i+1)%4])
+		docs = append(docs, d)
+		lines = append(lines, fmt.Sprintf("{\"text\": %q}", d))
+	}
+	tok, err := tokenizer.Train(context.Background(), slices.Values(docs), 320, tokenizer.TrainOptions{})
+	require.NoError(t, err)
+	tokDir = filepath.Join(dir, "tok")
+	require.NoError(t, tok.SaveDir(tokDir))
+	corpus = filepath.Join(dir, "corpus.jsonl")
+	require.NoError(t, os.WriteFile(corpus, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	return tokDir, corpus, tok.VocabSize()
+}
+
+func TestModelInitInfoPretrainResume(t *testing.T) {
+	tokDir, corpus, vocab := modelCLIFixture(t)
+	dir := t.TempDir()
+	model := filepath.Join(dir, "base0")
+
+	stdout, _, err := runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir,
+		"--vocab-size", fmt.Sprint(vocab), "--seed", "3", "--out", model, "--json")
+	require.NoError(t, err)
+	var info map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &info))
+	assert.Equal(t, "LlamaForCausalLM", info["architecture"])
+	assert.Equal(t, true, info["has_tokenizer"])
+	cfg := info["config"].(map[string]any)
+	assert.EqualValues(t, vocab, cfg["vocab_size"])
+	assert.NotNil(t, cfg["bos_token_id"], "the tokenizer's BOS id is recorded")
+
+	// Same seed, same weights; another seed, other weights.
+	again := filepath.Join(dir, "again")
+	_, _, err = runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "3", "--out", again)
+	require.NoError(t, err)
+	other := filepath.Join(dir, "other")
+	_, _, err = runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "4", "--out", other)
+	require.NoError(t, err)
+	w0, _ := os.ReadFile(filepath.Join(model, "model.safetensors"))
+	w1, _ := os.ReadFile(filepath.Join(again, "model.safetensors"))
+	w2, _ := os.ReadFile(filepath.Join(other, "model.safetensors"))
+	assert.True(t, bytes.Equal(w0, w1))
+	assert.False(t, bytes.Equal(w0, w2))
+
+	stdout, _, err = runModelCLI(t, "model", "info", model)
+	require.NoError(t, err)
+	assert.Contains(t, stdout, "LlamaForCausalLM")
+	assert.Contains(t, stdout, "model.safetensors")
+	assert.Regexp(t, `layers\s+2`, stdout)
+
+	out := filepath.Join(dir, "base1")
+	stdout, stderr, err := runModelCLI(t, "pretrain", "--model", model, "--data", corpus, "--out", out,
+		"--steps", "4", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--checkpoint-every", "2", "--threads", "1", "--json")
+	require.NoError(t, err)
+	assert.Contains(t, stderr, "loss", "progress bar on stderr")
+	var res map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	assert.EqualValues(t, 4, res["steps"])
+	assert.EqualValues(t, 4*2*32, res["tokens"])
+	assert.Less(t, res["final_loss"].(float64), res["first_loss"].(float64))
+
+	stdout, _, err = runModelCLI(t, "model", "info", out, "--json")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(stdout), &info))
+	assert.EqualValues(t, 4, info["trainer_step"])
+
+	stdout, _, err = runModelCLI(t, "pretrain", "--data", corpus, "--out", out, "--resume",
+		"--steps", "6", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--threads", "1")
+	require.NoError(t, err)
+	assert.Contains(t, stdout, "steps       6 (this run 4..6)")
+}
+
+func TestModelCommandsRejectBadInput(t *testing.T) {
+	tokDir, corpus, _ := modelCLIFixture(t)
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown preset", []string{"model", "init", "--preset", "huge", "--out", filepath.Join(dir, "a")}, `unknown model preset "huge"`},
+		{"no size", []string{"model", "init", "--out", filepath.Join(dir, "b")}, "give --preset"},
+		{"preset and config", []string{"model", "init", "--preset", "tiny", "--config", "c.json", "--out", filepath.Join(dir, "c")}, "not both"},
+		{"vocab mismatch", []string{"model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--out", filepath.Join(dir, "d")}, "pass --vocab-size"},
+		{"missing config", []string{"model", "init", "--config", filepath.Join(dir, "nope.json"), "--out", filepath.Join(dir, "e")}, "nope.json"},
+		{"info missing", []string{"model", "info", filepath.Join(dir, "nothing")}, "nothing"},
+		{"info args", []string{"model", "info"}, "accepts 1 arg"},
+		{"pretrain no out", []string{"pretrain", "--model", dir, "--data", corpus}, "--out is required"},
+		{"pretrain bad steps", []string{"pretrain", "--model", dir, "--data", corpus, "--out", filepath.Join(dir, "f"), "--steps", "0"}, "--steps must be >= 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := runModelCLI(t, tc.args...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
