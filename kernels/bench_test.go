@@ -30,11 +30,16 @@ var benchShapes = []struct {
 }
 
 func BenchmarkSgemm(b *testing.B) {
-	pools := []struct {
+	type namedPool struct {
 		name string
 		p    *Pool
-	}{
-		{"w1", NewPool(1)}, {"w2", NewPool(2)}, {"go_w1", NewPool(1, WithPureGo())},
+	}
+	var pools []namedPool
+	for _, k := range Kernels() {
+		pools = append(pools, namedPool{"w1", NewPool(1, WithKernel(k))})
+		if k != "go" {
+			pools = append(pools, namedPool{"w2", NewPool(2, WithKernel(k))})
+		}
 	}
 	for _, pc := range pools {
 		defer pc.p.Close()

@@ -14,8 +14,23 @@ var avx2Kernel = &microKernel{
 	tile: tileAVX2Slices,
 }
 
+// avx512Kernel is the 8x32 AVX-512F micro-kernel (kernel512_amd64.s): 16 of the 32 ZMM
+// registers accumulate the tile, 16 FMAs per step for 2 loads of B and 8 broadcasts of
+// A. On a core with full-width 512-bit FMA units (Zen 5) it runs at about twice the AVX2
+// kernel's rate. Eight rows also fit decoding batches (16 sequences) without waste.
+// Blocking: kc x 32 sliver of B is 32 KiB at kc=256 (L1), mc x kc of A 48 KiB (L2).
+var avx512Kernel = &microKernel{
+	name: "avx512",
+	mr:   8, nr: 32,
+	mc: 48, kc: 256, nc: 4096,
+	tile: tileAVX512Slices,
+}
+
 //go:noescape
 func tileAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func tileAVX512x8(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
 func tileAVX2Slices(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	// Bounds checks here keep the assembly inside the slices.
@@ -25,10 +40,41 @@ func tileAVX2Slices(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	tileAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
 }
 
-// selectKernel picks the fastest micro-kernel this CPU supports, or the portable one
-// when pureGo is set.
-func selectKernel(pureGo bool) *microKernel {
-	if !pureGo && cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+func tileAVX512Slices(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+	_ = a[8*kc-1]
+	_ = b[32*kc-1]
+	_ = c[7*ldc+31]
+	tileAVX512x8(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+}
+
+// Kernels lists the sgemm micro-kernels this CPU can run, fastest first.
+func Kernels() []string {
+	var ks []string
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, avx512Kernel.name)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, avx2Kernel.name)
+	}
+	return append(ks, goKernel.name)
+}
+
+// selectKernel returns the named kernel if this CPU runs it, else the fastest one.
+func selectKernel(name string) *microKernel {
+	ks := Kernels()
+	for _, k := range []*microKernel{avx512Kernel, avx2Kernel, goKernel} {
+		if k.name == name {
+			for _, avail := range ks {
+				if avail == name {
+					return k
+				}
+			}
+		}
+	}
+	switch ks[0] {
+	case avx512Kernel.name:
+		return avx512Kernel
+	case avx2Kernel.name:
 		return avx2Kernel
 	}
 	return goKernel

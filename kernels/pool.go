@@ -8,12 +8,17 @@ import (
 type Option func(*poolConfig)
 
 type poolConfig struct {
-	pureGo bool
+	kernel string
 }
 
-// WithPureGo makes the pool use the portable Go micro-kernels even when the CPU supports
-// the assembly ones. Tests use it to check the fallback path on amd64.
-func WithPureGo() Option { return func(c *poolConfig) { c.pureGo = true } }
+// WithKernel asks for one of the micro-kernels named by Kernels ("avx512", "avx2",
+// "go"). A name this CPU cannot run selects the fastest kernel instead; Pool.Kernel
+// reports the one in use. Tests and benchmarks use it to cover every path.
+func WithKernel(name string) Option { return func(c *poolConfig) { c.kernel = name } }
+
+// WithPureGo makes the pool use the portable Go micro-kernel even when the CPU supports
+// the assembly ones; it is WithKernel("go").
+func WithPureGo() Option { return WithKernel("go") }
 
 // Pool runs kernel work on a fixed number of workers. It is created once per engine and
 // passed down, so nothing here is package-level state.
@@ -65,7 +70,7 @@ func NewPool(n int, opts ...Option) *Pool {
 	}
 	p := &Pool{
 		workers: n,
-		kern:    selectKernel(cfg.pureGo),
+		kern:    selectKernel(cfg.kernel),
 		wake:    make([]chan struct{}, n-1),
 		done:    make(chan struct{}, n),
 		bufs:    make([]*gemmBuf, n),

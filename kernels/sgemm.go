@@ -23,7 +23,7 @@ type gemmBuf struct {
 }
 
 // maxTile bounds mr*nr over all micro-kernels.
-const maxTile = 16 * 32
+const maxTile = 8 * 32
 
 func (g *gemmBuf) ensure(na, nb int) {
 	if len(g.a) < na {

@@ -119,10 +119,28 @@ func checkGemm(t testing.TB, p *Pool, gc gemmCase, seed uint64) {
 
 // testPools returns every kernel/worker combination the tests cover; the caller closes them.
 func testPools() map[string]*Pool {
-	return map[string]*Pool{
-		"asm/1": NewPool(1), "asm/2": NewPool(2),
-		"go/1": NewPool(1, WithPureGo()), "go/2": NewPool(2, WithPureGo()),
+	pools := map[string]*Pool{}
+	for _, k := range Kernels() {
+		for _, w := range []int{1, 2} {
+			pools[fmt.Sprintf("%s/%d", k, w)] = NewPool(w, WithKernel(k))
+		}
 	}
+	return pools
+}
+
+func TestKernelSelection(t *testing.T) {
+	ks := Kernels()
+	require.NotEmpty(t, ks)
+	assert.Equal(t, "go", ks[len(ks)-1], "the portable kernel is always available, last")
+	for _, k := range ks {
+		p := NewPool(1, WithKernel(k))
+		assert.Equal(t, k, p.Kernel())
+		p.Close()
+	}
+	p := NewPool(1, WithKernel("no-such-kernel"))
+	defer p.Close()
+	assert.Equal(t, ks[0], p.Kernel(), "an unknown name falls back to the fastest kernel")
+	assert.Equal(t, "go", NewPool(1, WithPureGo()).Kernel())
 }
 
 func TestSgemmMatchesReference(t *testing.T) {
@@ -308,7 +326,10 @@ func FuzzSgemm(f *testing.F) {
 	f.Add(uint8(1), uint8(1), uint8(1), uint8(0), uint8(0))
 	f.Add(uint8(7), uint8(13), uint8(5), uint8(3), uint8(2))
 	f.Add(uint8(67), uint8(131), uint8(200), uint8(1), uint8(0))
-	pools := []*Pool{NewPool(2), NewPool(1, WithPureGo())}
+	var pools []*Pool
+	for _, k := range Kernels() {
+		pools = append(pools, NewPool(2, WithKernel(k)))
+	}
 	f.Fuzz(func(t *testing.T, m, n, k, flags, pad uint8) {
 		gc := gemmCase{
 			transA: flags&1 != 0, transB: flags&2 != 0,
