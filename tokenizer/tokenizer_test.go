@@ -86,7 +86,7 @@ func TestSpecialTokens(t *testing.T) {
 	require.True(t, ok)
 	bos := tok.BOS()
 	cases := []struct {
-		name, text string
+		name, text   string
 		withSpecials []int32 // expected special ids in EncodeWithSpecials, in order
 	}{
 		{"alone", "<|eot_id|>", []int32{eot}},
