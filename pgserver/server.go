@@ -555,3 +555,13 @@ func syncFS(dir string) error {
 	}
 	return nil
 }
+
+// ClusterExists reports whether dataDir holds a cluster made by Start (so commands
+// that only read can bring it up instead of asking for a database URL).
+func ClusterExists(dataDir string) bool {
+	if dataDir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dataDir, "postgres", "PG_VERSION"))
+	return err == nil
+}
