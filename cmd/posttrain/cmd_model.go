@@ -14,6 +14,7 @@ import (
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/bench"
 	"github.com/posttrain/posttrain/trainer/pretrain"
 	"github.com/posttrain/posttrain/transformer"
 )
@@ -245,7 +246,60 @@ func (b *trainBar) finish() {
 	fmt.Fprintln(b.w)
 }
 
-// newBenchCmd is a placeholder until the engine benchmark lands.
-func newBenchCmd(*globalOptions) *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "(not built yet)", Hidden: true}
+// newBenchCmd measures the engine on a size preset, for comparison with the PyTorch peer.
+func newBenchCmd(g *globalOptions) *cobra.Command {
+	o := bench.DefaultOptions()
+	cmd := &cobra.Command{
+		Use:   "bench [--preset bench] [--threads N] [--json]",
+		Short: "Measure training and sampling throughput, sgemm speed and allocations",
+		Long: `Measure the native engine on a model size preset with the workload of the PyTorch
+peer (../shared/bench/torch_llama.py):
+
+  training   batch 8 x 256 tokens: forward, backward, gradient clipping and an AdamW step
+             through the trainer; 2 warm-up steps, then 10 timed steps
+  sampling   one 64-token prompt, 16 samples of 128 new tokens with the KV cache
+  sgemm      GFLOP/s of the kernel on the MLP projection's shape, on all threads and on one
+  memory     heap allocations per timed training step, peak resident memory
+
+Run it next to the peer, in the same minute, and compare ratios: absolute numbers move
+with the machine's load.`,
+		Example: `  posttrain bench
+  posttrain bench --threads 1 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			errw := cmd.ErrOrStderr()
+			res, err := bench.Run(cmd.Context(), o, func(stage string) { fmt.Fprintf(errw, "bench: measuring %s...\n", stage) })
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return writeModelJSON(cmd.OutOrStdout(), res)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "preset\t%s (%.2fM parameters), %d threads, %s sgemm kernel\n", res.Preset, float64(res.Parameters)/1e6, res.Threads, res.Kernel)
+			fmt.Fprintf(tw, "train\t%.0f tokens/s\t(%.1f ms/step, of which AdamW %.1f ms)\n", res.TrainTokensPerS, res.TrainStepMS, res.OptimizerMS)
+			fmt.Fprintf(tw, "sample\t%.0f tokens/s\t(%d x %d new tokens after a %d-token prompt)\n", res.SampleTokensPerS, o.Samples, o.NewTokens, o.PromptLen)
+			fmt.Fprintf(tw, "sgemm\t%.1f GFLOP/s\t(%.1f on one thread; m,n,k = %d,%d,%d)\n", res.SgemmGFLOPS, res.SgemmGFLOPSOneThread, res.SgemmShape[0], res.SgemmShape[1], res.SgemmShape[2])
+			fmt.Fprintf(tw, "allocs/step\t%.1f\t(%.0f bytes)\n", res.AllocsPerStep, res.BytesPerStep)
+			fmt.Fprintf(tw, "peak RSS\t%.0f MiB\t(%.0f MiB after training)\n", float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakRSSTrainBytes)/(1<<20))
+			for _, m := range res.Missing {
+				fmt.Fprintf(tw, "not measured\t%s\n", m)
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	// --preset shadows the root's config preset on purpose: here it names the model size.
+	f.StringVar(&o.Preset, "preset", o.Preset, "model size preset: "+strings.Join(transformer.PresetNames(), ", "))
+	f.IntVar(&o.Threads, "threads", 0, "kernel threads (0: GOMAXPROCS)")
+	f.IntVar(&o.Batch, "batch", o.Batch, "training rows per step")
+	f.IntVar(&o.Seq, "seq", o.Seq, "training tokens per row")
+	f.IntVar(&o.Steps, "steps", o.Steps, "timed training steps")
+	f.IntVar(&o.WarmupSteps, "warmup", o.WarmupSteps, "untimed warm-up training steps")
+	f.IntVar(&o.Samples, "samples", o.Samples, "samples of the prompt")
+	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "new tokens per sample")
+	f.IntVar(&o.PromptLen, "prompt", o.PromptLen, "prompt tokens")
+	f.BoolVar(&o.SkipSampling, "skip-sampling", false, "measure training and sgemm only")
+	f.DurationVar(&o.SgemmTime, "sgemm-time", o.SgemmTime, "how long to time sgemm (per thread setting)")
+	return cmd
 }

@@ -1,0 +1,21 @@
+//go:build linux || darwin || freebsd
+
+package bench
+
+import (
+	"runtime"
+	"syscall"
+)
+
+// peakRSS is the process's peak resident set size in bytes (getrusage ru_maxrss, which is
+// KiB on Linux and bytes on macOS).
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	if runtime.GOOS == "darwin" {
+		return int64(ru.Maxrss)
+	}
+	return int64(ru.Maxrss) * 1024
+}
