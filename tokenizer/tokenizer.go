@@ -253,6 +253,7 @@ func (t *Tokenizer) appendPiece(dst []int32, p string) []int32 {
 // byte. An id outside the vocabulary decodes as U+FFFD; use DecodeStrict to reject it.
 func (t *Tokenizer) Decode(ids []int32) string {
 	var sb strings.Builder
+	sb.Grow(4 * len(ids))
 	for _, id := range ids {
 		if id < 0 || int(id) >= len(t.raw) {
 			sb.WriteString("\uFFFD")
