@@ -1,0 +1,255 @@
+// Package inference samples from a causal Llama model with a KV cache. A prompt is
+// prefilled once into a Prefix whose keys and values every sample of that prompt reads
+// without copying; each Sequence keeps only the keys and values of its own generated
+// suffix. All live sequences decode together, so each step's matmuls have one row per
+// sequence. Sampling supports greedy, temperature, top-k and top-p with a seeded RNG per
+// sample, and stops at stop tokens or a length limit.
+//
+// An Engine is not safe for concurrent use; give each goroutine its own (they may share
+// the model, whose weights the engine only reads).
+package inference
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/kernels/nn"
+	"github.com/posttrain/posttrain/transformer"
+)
+
+// dims are the model sizes the engine works with.
+type dims struct {
+	vocab, hidden, inter, layers, heads, kvHeads, headDim int
+	qDim, kvDim, qkvDim, maxPos                           int
+	eps, scale                                            float32
+}
+
+func dimsOf(c transformer.Config) dims {
+	hd := c.HeadDimension()
+	d := dims{
+		vocab: c.VocabSize, hidden: c.HiddenSize, inter: c.IntermediateSize, layers: c.NumHiddenLayers,
+		heads: c.NumAttentionHeads, kvHeads: c.NumKeyValueHeads, headDim: hd, maxPos: c.MaxPositionEmbeddings,
+		eps: float32(c.RMSNormEps), scale: float32(1 / math.Sqrt(float64(hd))),
+	}
+	d.qDim, d.kvDim = d.heads*hd, d.kvHeads*hd
+	d.qkvDim = d.qDim + 2*d.kvDim
+	return d
+}
+
+// KVBytesPerToken is the key/value cache size of one token position for cfg: two float32
+// vectors of num_key_value_heads*head_dim per layer.
+func KVBytesPerToken(cfg transformer.Config) int64 {
+	return int64(cfg.NumHiddenLayers) * 2 * int64(cfg.NumKeyValueHeads*cfg.HeadDimension()) * 4
+}
+
+// RequestKVBytes is the most KV cache memory one request can hold: its prompt once (shared
+// by all samples) plus samples x maxNewTokens suffix positions. Admission control sums it
+// over the requests in flight.
+func RequestKVBytes(cfg transformer.Config, promptLen, samples, maxNewTokens int) int64 {
+	return KVBytesPerToken(cfg) * (int64(promptLen) + int64(samples)*int64(maxNewTokens))
+}
+
+// layerWeights are one block's weights. The matrices are stored transposed, [in, out],
+// which is the layout the sgemm packs fastest as a right-hand operand (row copies); the
+// q/k/v and gate/up projections are fused so each costs one matmul.
+type layerWeights struct {
+	inputNorm, postNorm []float32 // live views of the model's gains
+	qkvT                []float32 // [hidden, qDim+2*kvDim]
+	oT                  []float32 // [qDim, hidden]
+	gateUpT             []float32 // [hidden, 2*inter]
+	downT               []float32 // [inter, hidden]
+}
+
+// Options size an Engine.
+type Options struct {
+	// MaxBatch is the most sequences decoded in one step (default 64).
+	MaxBatch int
+}
+
+// Stats are the engine's cumulative counters since creation (or the last ResetStats).
+type Stats struct {
+	// PrefillTokens are prompt tokens run through the model.
+	PrefillTokens int64 `json:"prefill_tokens"`
+	// PrefillTokensSaved are prompt tokens not recomputed because samples shared a prefix.
+	PrefillTokensSaved int64 `json:"prefill_tokens_saved"`
+	// DecodeTokens are tokens run through the model one step at a time.
+	DecodeTokens int64 `json:"decode_tokens"`
+	// SampledTokens are tokens drawn (one per sequence per step, plus the first from the
+	// prompt's logits).
+	SampledTokens int64 `json:"sampled_tokens"`
+	// Prompts counts prefills, Sequences counts samples started.
+	Prompts   int64 `json:"prompts"`
+	Sequences int64 `json:"sequences"`
+	// Time per phase.
+	PrefillTime time.Duration `json:"prefill_ns"`
+	DecodeTime  time.Duration `json:"decode_ns"`
+	SampleTime  time.Duration `json:"sample_ns"`
+}
+
+// Engine runs prefill and batched decode steps for one causal LM.
+type Engine struct {
+	m    *transformer.Model
+	pool *kernels.Pool
+	d    dims
+	rope *nn.RoPE
+	w    []layerWeights
+	// lmHeadT is the LM head transposed, [hidden, vocab].
+	lmHeadT []float32
+
+	maxBatch int
+	rows     int // scratch rows: max(maxBatch, maxPos)
+	workers  int
+
+	// Per-row activations, rows x width.
+	x, a, qkv, o, gu, act []float32
+	logits                []float32 // maxBatch x vocab
+	pos                   []int32   // per-row positions
+	// Per-worker attention scratch: decode scores (maxBatch x maxPos) or prefill
+	// probabilities (maxPos x maxPos).
+	scratch [][]float32
+	// Per-row sampling scratch: vocab floats and vocab indices.
+	probs [][]float32
+	index [][]int32
+
+	// State of the current parallel op, read by work on the pool's goroutines.
+	op     op
+	slot   atomic.Int32 // next free scratch slot of the current op
+	layer  int
+	n      int // rows in this step (or prompt length in prefill)
+	prefix *Prefix
+	seqs   []*Sequence
+	groups []group
+	run    func(lo, hi int)
+	sample sampleState
+
+	// Free lists so steady-state serving does not allocate cache memory.
+	freeSuffix [][]float32
+	freePrefix []*Prefix
+
+	stats Stats
+}
+
+// group is a run of step rows [lo,hi) that share one prefix.
+type group struct {
+	lo, hi int
+	prefix *Prefix
+}
+
+// NewEngine prepares an engine for the causal LM m (its weights are read live, so an
+// engine follows training updates to m). It allocates all step scratch up front.
+func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
+	if m == nil || m.W == nil {
+		return nil, errors.New("inference: nil model")
+	}
+	if err := m.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("inference: %w", err)
+	}
+	if m.Config.IsSequenceClassifier() || m.W.LMHead == nil {
+		return nil, errors.New("inference: the model is a sequence classifier (no lm_head); sampling needs a causal LM")
+	}
+	if m.Pool == nil {
+		return nil, errors.New("inference: the model has no kernel pool")
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 64
+	}
+	d := dimsOf(m.Config)
+	rope, err := nn.NewRoPE(d.headDim, d.maxPos, m.Config.RopeTheta)
+	if err != nil {
+		return nil, fmt.Errorf("inference: %w", err)
+	}
+	e := &Engine{m: m, pool: m.Pool, d: d, rope: rope, maxBatch: opts.MaxBatch, workers: m.Pool.Workers()}
+	e.w = make([]layerWeights, d.layers)
+	for l := range e.w {
+		e.w[l] = layerWeights{
+			qkvT: make([]float32, d.hidden*d.qkvDim), oT: make([]float32, d.qDim*d.hidden),
+			gateUpT: make([]float32, d.hidden*2*d.inter), downT: make([]float32, d.inter*d.hidden),
+		}
+	}
+	e.lmHeadT = make([]float32, d.hidden*d.vocab)
+	e.Sync()
+	e.rows = max(e.maxBatch, d.maxPos)
+	f := func(n int) []float32 { return make([]float32, n) }
+	e.x, e.a, e.qkv, e.o = f(e.rows*d.hidden), f(e.rows*d.hidden), f(e.rows*d.qkvDim), f(e.rows*d.qDim)
+	e.gu, e.act = f(e.rows*2*d.inter), f(e.rows*d.inter)
+	e.logits = f(e.maxBatch * d.vocab)
+	e.pos = make([]int32, e.rows)
+	// Attention scratch per worker: prefill probabilities (maxPos x maxPos), or a decode
+	// item's packed queries, scores and outputs.
+	rep := d.heads / d.kvHeads
+	e.scratch = make([][]float32, e.workers)
+	for i := range e.scratch {
+		e.scratch[i] = f(max(d.maxPos*d.maxPos, e.maxBatch*rep*(2*d.headDim+d.maxPos)))
+	}
+	e.probs = make([][]float32, e.maxBatch)
+	e.index = make([][]int32, e.maxBatch)
+	for i := range e.probs {
+		e.probs[i] = f(d.vocab)
+		e.index[i] = make([]int32, d.vocab)
+	}
+	e.seqs = make([]*Sequence, 0, e.maxBatch)
+	e.groups = make([]group, 0, e.maxBatch)
+	e.run = e.work
+	return e, nil
+}
+
+// Sync copies the model's current weights into the engine's transposed layout. NewEngine
+// calls it; call it again after the model's weights change (e.g. after training steps),
+// since the engine samples from its own copy of the matrices.
+func (e *Engine) Sync() {
+	d := &e.d
+	W := e.m.W
+	for l := range e.w {
+		lw, src := &e.w[l], &W.Layers[l]
+		lw.inputNorm, lw.postNorm = src.InputNorm, src.PostAttnNorm
+		// Fused outputs are columns side by side: q | k | v and gate | up.
+		transposeInto(lw.qkvT, d.qkvDim, 0, src.Q, d.qDim, d.hidden)
+		transposeInto(lw.qkvT, d.qkvDim, d.qDim, src.K, d.kvDim, d.hidden)
+		transposeInto(lw.qkvT, d.qkvDim, d.qDim+d.kvDim, src.V, d.kvDim, d.hidden)
+		transposeInto(lw.oT, d.hidden, 0, src.O, d.hidden, d.qDim)
+		transposeInto(lw.gateUpT, 2*d.inter, 0, src.Gate, d.inter, d.hidden)
+		transposeInto(lw.gateUpT, 2*d.inter, d.inter, src.Up, d.inter, d.hidden)
+		transposeInto(lw.downT, d.hidden, 0, src.Down, d.hidden, d.inter)
+	}
+	transposeInto(e.lmHeadT, d.vocab, 0, W.LMHead, d.vocab, d.hidden)
+}
+
+// transposeInto writes src ([rows, cols]) transposed into dst ([cols, ld]) starting at
+// column col0, in cache-sized tiles.
+func transposeInto(dst []float32, ld, col0 int, src []float32, rows, cols int) {
+	const tile = 32
+	for i0 := 0; i0 < rows; i0 += tile {
+		for j0 := 0; j0 < cols; j0 += tile {
+			for i := i0; i < min(i0+tile, rows); i++ {
+				row := src[i*cols : (i+1)*cols]
+				for j := j0; j < min(j0+tile, cols); j++ {
+					dst[j*ld+col0+i] = row[j]
+				}
+			}
+		}
+	}
+}
+
+// Config is the model configuration the engine serves.
+func (e *Engine) Config() transformer.Config { return e.m.Config }
+
+// MaxBatch is the most sequences one Decode step takes.
+func (e *Engine) MaxBatch() int { return e.maxBatch }
+
+// KVBytesPerToken is KVBytesPerToken for the engine's model.
+func (e *Engine) KVBytesPerToken() int64 { return KVBytesPerToken(e.m.Config) }
+
+// RequestKVBytes is RequestKVBytes for the engine's model.
+func (e *Engine) RequestKVBytes(promptLen, samples, maxNewTokens int) int64 {
+	return RequestKVBytes(e.m.Config, promptLen, samples, maxNewTokens)
+}
+
+// Stats returns the cumulative counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+// ResetStats zeroes the counters.
+func (e *Engine) ResetStats() { e.stats = Stats{} }
