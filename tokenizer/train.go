@@ -47,6 +47,10 @@ func (tr *Trainer) Add(text string) {
 	forEachPiece(splitLlama3, text, func(p string) { tr.counts[p]++ })
 }
 
+// SetProgress replaces TrainOptions.Progress, e.g. to attach a progress bar once the
+// text has been read.
+func (tr *Trainer) SetProgress(fn func(done, total int)) { tr.opts.Progress = fn }
+
 // Bytes is the number of bytes of text added so far.
 func (tr *Trainer) Bytes() int64 { return tr.bytes }
 
