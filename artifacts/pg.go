@@ -93,23 +93,23 @@ func (c *chunkSource) Err() error { return c.err }
 func (s *PG) Put(ctx context.Context, r io.Reader) (Ref, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return Ref{}, fmt.Errorf("postgres artifact store: begin: %w", err)
+		return Ref{}, fmt.Errorf("postgres artifact store: begin: %w", withCtx(ctx, err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var dataID int64
 	if err := tx.QueryRow(ctx, `SELECT nextval('artifact_blob_data_id_seq')`).Scan(&dataID); err != nil {
-		return Ref{}, fmt.Errorf("postgres artifact store: allocate data id: %w", err)
+		return Ref{}, fmt.Errorf("postgres artifact store: allocate data id: %w", withCtx(ctx, err))
 	}
 	src := &chunkSource{ctx: ctx, hr: newHashingReader(r), dataID: dataID, buf: make([]byte, s.chunkSize)}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"artifact_blob_chunks"}, []string{"data_id", "seq", "data"}, src); err != nil {
-		return Ref{}, fmt.Errorf("postgres artifact store: write chunks: %w", err)
+		return Ref{}, fmt.Errorf("postgres artifact store: write chunks: %w", withCtx(ctx, err))
 	}
 	ref := src.hr.ref()
 	tag, err := tx.Exec(ctx,
 		`INSERT INTO artifact_blobs (sha256, size, data_id, chunks) VALUES ($1, $2, $3, $4)
 		 ON CONFLICT (sha256) DO NOTHING`, ref.SHA256, ref.Size, dataID, src.rows)
 	if err != nil {
-		return Ref{}, fmt.Errorf("postgres artifact store: record blob %s: %w", ref.SHA256, err)
+		return Ref{}, fmt.Errorf("postgres artifact store: record blob %s: %w", ref.SHA256, withCtx(ctx, err))
 	}
 	if tag.RowsAffected() == 0 {
 		// Already stored (perhaps by a concurrent put that just committed): drop
@@ -117,7 +117,7 @@ func (s *PG) Put(ctx context.Context, r io.Reader) (Ref, error) {
 		return ref, nil
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Ref{}, fmt.Errorf("postgres artifact store: commit blob %s: %w", ref.SHA256, err)
+		return Ref{}, fmt.Errorf("postgres artifact store: commit blob %s: %w", ref.SHA256, withCtx(ctx, err))
 	}
 	return ref, nil
 }
@@ -139,7 +139,7 @@ func (s *PG) lookup(ctx context.Context, sha string) (blobRow, error) {
 		return blobRow{}, fmt.Errorf("blob %s in postgres: %w", sha, ErrNotFound)
 	}
 	if err != nil {
-		return blobRow{}, fmt.Errorf("postgres artifact store: look up blob %s: %w", sha, err)
+		return blobRow{}, fmt.Errorf("postgres artifact store: look up blob %s: %w", sha, withCtx(ctx, err))
 	}
 	return b, nil
 }
@@ -176,7 +176,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("%w: blob %s: chunk %d of %d is missing", ErrCorrupt, c.sha, c.next, c.row.chunks)
 		}
 		if err != nil {
-			return 0, fmt.Errorf("chunk %d: %w", c.next, err)
+			return 0, fmt.Errorf("chunk %d: %w", c.next, withCtx(c.ctx, err))
 		}
 		c.next++
 		c.buf = data
@@ -215,4 +215,13 @@ func (s *PG) PutDir(ctx context.Context, dir string) (Manifest, error) {
 // GetDir implements Store.
 func (s *PG) GetDir(ctx context.Context, id, destDir string) (Manifest, error) {
 	return FetchDir(ctx, s, id, destDir, DirOptions{})
+}
+
+// withCtx makes a failure caused by cancellation match context.Canceled (or
+// DeadlineExceeded): pgx reports a cancelled COPY as a network timeout.
+func withCtx(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return err
 }
