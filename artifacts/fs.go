@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 )
 
 // FS is the filesystem backend: blobs live at root/blobs/sha256/ab/abcdef... (two hex
@@ -220,4 +221,40 @@ func (s *FS) PutDir(ctx context.Context, dir string) (Manifest, error) {
 // GetDir implements Store.
 func (s *FS) GetDir(ctx context.Context, id, destDir string) (Manifest, error) {
 	return FetchDir(ctx, s, id, destDir, DirOptions{})
+}
+
+// CleanTemp removes temporary files that puts interrupted by a crash left in
+// root/tmp, when they are older than olderThan (so puts still running in other
+// processes keep theirs). It returns how many it removed.
+func (s *FS) CleanTemp(ctx context.Context, olderThan time.Duration) (int, error) {
+	root, err := s.openRoot()
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	dir, err := root.Open(fsTmpDir)
+	if err != nil {
+		return 0, fmt.Errorf("artifact store %s: %w", s.root, err)
+	}
+	entries, err := dir.ReadDir(-1)
+	dir.Close()
+	if err != nil {
+		return 0, fmt.Errorf("artifact store %s: list temp files: %w", s.root, err)
+	}
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(cutoff) {
+			continue // vanished meanwhile, or still fresh
+		}
+		if err := root.Remove(path.Join(fsTmpDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("artifact store %s: %w", s.root, err)
+		}
+		n++
+	}
+	return n, nil
 }

@@ -401,3 +401,25 @@ func TestReadHonoursContext(t *testing.T) {
 		require.NoError(t, rc.Close())
 	}
 }
+
+func TestFSCleanTemp(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := artifacts.NewFS(root)
+	require.NoError(t, err)
+	old := filepath.Join(root, "tmp", "put-crashed")
+	fresh := filepath.Join(root, "tmp", "put-running")
+	require.NoError(t, os.WriteFile(old, []byte("partial"), 0o600))
+	require.NoError(t, os.WriteFile(fresh, []byte("partial"), 0o600))
+	past := time.Now().Add(-2 * time.Hour)
+	require.NoError(t, os.Chtimes(old, past, past))
+	ref, err := s.Put(ctx, bytes.NewReader([]byte("kept")))
+	require.NoError(t, err)
+
+	n, err := s.CleanTemp(ctx, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.NoFileExists(t, old)
+	assert.FileExists(t, fresh)
+	assert.NoError(t, s.Verify(ctx, ref.SHA256), "stored blobs are untouched")
+}
