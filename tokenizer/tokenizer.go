@@ -11,9 +11,9 @@ import (
 // added_tokens). Special ones (all of Llama 3's) are matched only by EncodeWithSpecials;
 // non-special ones are matched by Encode too, as Hugging Face does.
 type AddedToken struct {
-	ID      int32
-	Content string
-	Special bool
+	ID      int32  // its id, after or among the model's
+	Content string // the exact text it stands for, e.g. "<|eot_id|>"
+	Special bool   // special tokens are matched only by EncodeWithSpecials
 	// SingleWord, LStrip, RStrip and Normalized are kept from a loaded file and written
 	// back, but matching ignores them (Llama 3 sets them all false).
 	SingleWord, LStrip, RStrip, Normalized bool
