@@ -217,6 +217,9 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			entries, err := os.ReadDir(dir)
 			require.NoError(t, err)
 			assert.Len(t, entries, 1)
+			st, err := os.Stat(filepath.Join(dir, FileName))
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o644), st.Mode().Perm(), "readable by everyone, like any model file")
 		})
 	}
 }
@@ -259,4 +262,36 @@ func TestSavedFileStructure(t *testing.T) {
 	assert.Equal(t, 1024-9, doc.AddedTokens[0].ID)
 	// Written without HTML escaping, as Hugging Face writes it.
 	assert.True(t, strings.Contains(string(data), `"<|eot_id|>"`))
+}
+
+// TestHuggingFaceGolden checks encodings against the Hugging Face tokenizers library:
+// testdata/hf_golden_tokenizer.json was written by SaveFile (1000 ids, trained here), and
+// testdata/hf_golden_cases.json holds the ids that tokenizers (the Rust library, through
+// its Node binding, encode with add_special_tokens=false) gives for each text after
+// loading that file. Hugging Face always matches added tokens, so the comparison is with
+// EncodeWithSpecials; texts without special tokens must match Encode as well.
+func TestHuggingFaceGolden(t *testing.T) {
+	tok, err := LoadFile(filepath.Join("testdata", "hf_golden_tokenizer.json"))
+	require.NoError(t, err)
+	data, err := os.ReadFile(filepath.Join("testdata", "hf_golden_cases.json"))
+	require.NoError(t, err)
+	var cases []struct {
+		Text   string   `json:"text"`
+		IDs    []int32  `json:"ids"`
+		Tokens []string `json:"tokens"`
+	}
+	require.NoError(t, json.Unmarshal(data, &cases))
+	require.Greater(t, len(cases), 150)
+	for i, c := range cases {
+		got := tok.EncodeWithSpecials(c.Text)
+		if len(c.IDs) == 0 {
+			assert.Empty(t, got)
+			continue
+		}
+		assert.Equal(t, c.IDs, got, "case %d %q", i, c.Text)
+		assert.Equal(t, c.Tokens, spellings(t, tok, got), "case %d", i)
+		if !strings.Contains(c.Text, "<|") {
+			assert.Equal(t, c.IDs, tok.Encode(c.Text), "case %d %q", i, c.Text)
+		}
+	}
 }
