@@ -61,7 +61,7 @@ type Server struct {
 	db      string
 	log     io.Writer
 	runAs   *account
-	owned   bool // false when Start found the cluster already running and reused it
+	owned   bool // false when Start reused a server another live process started
 	mu      sync.Mutex
 	stopped bool
 }
@@ -75,8 +75,9 @@ type account struct {
 
 // Start brings up the cluster in opts.DataDir/postgres, creating it on first use,
 // and returns once it accepts connections and the database exists. When a server
-// is already running on that cluster (another posttrain process), Start connects to
-// it instead and Close leaves it running.
+// is already running on that cluster, Start connects to it: if the process that
+// started it is still alive (another posttrain process) Close leaves it running,
+// otherwise (that process was killed) this Server adopts it and Close stops it.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("start PostgreSQL: no data directory")
@@ -126,12 +127,25 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start PostgreSQL in %s: %w", s.pgdata, err)
 	}
-	if running {
+	switch {
+	case running && ownerAlive(s.ownerFile()):
 		s.owned = false
 		s.port = port
-		fmt.Fprintf(s.log, "pgserver: reusing the PostgreSQL server already running on %s (port %d)\n", s.pgdata, port)
-	} else if err := s.startServer(ctx, opts.Port); err != nil {
-		return nil, fmt.Errorf("start PostgreSQL in %s: %w", s.pgdata, err)
+		fmt.Fprintf(s.log, "pgserver: reusing the PostgreSQL server another posttrain process runs on %s (port %d)\n", s.pgdata, port)
+	case running:
+		// The process that started it is gone (killed before it could stop the
+		// server): adopt the server so this process stops it on Close.
+		s.port = port
+		fmt.Fprintf(s.log, "pgserver: adopting the PostgreSQL server left running on %s (port %d)\n", s.pgdata, port)
+	default:
+		if err := s.startServer(ctx, opts.Port); err != nil {
+			return nil, fmt.Errorf("start PostgreSQL in %s: %w", s.pgdata, err)
+		}
+	}
+	if s.owned {
+		if err := os.WriteFile(s.ownerFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("start PostgreSQL in %s: %w", s.pgdata, err)
+		}
 	}
 	if err := s.ensureDatabase(ctx); err != nil {
 		if s.owned {
@@ -167,10 +181,16 @@ func (s *Server) Close(ctx context.Context) error {
 		s.stopped = true
 		return nil
 	}
+	if _, err := os.Stat(filepath.Join(s.pgdata, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
+		s.stopped = true // already stopped (e.g. by a process that adopted it)
+		os.Remove(s.ownerFile())
+		return nil
+	}
 	if _, err := s.run(ctx, s.bins.PgCtl, "stop", "-D", s.pgdata, "-m", "fast", "-w", "-t", "60", "-s"); err != nil {
 		return fmt.Errorf("stop PostgreSQL in %s: %w", s.pgdata, err)
 	}
 	s.stopped = true
+	os.Remove(s.ownerFile())
 	fmt.Fprintf(s.log, "pgserver: stopped PostgreSQL in %s\n", s.pgdata)
 	return nil
 }
@@ -554,6 +574,24 @@ func syncFS(dir string) error {
 		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ownerFile records the pid of the process that started (and will stop) the
+// server; it sits beside the cluster directory, which belongs to PostgreSQL.
+func (s *Server) ownerFile() string { return filepath.Join(filepath.Dir(s.pgdata), "postgres.owner") }
+
+// ownerAlive reports whether the pid in an owner file is a running process.
+func ownerAlive(file string) bool {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // ClusterExists reports whether dataDir holds a cluster made by Start (so commands

@@ -150,7 +150,22 @@ func TestLifecycle(t *testing.T) {
 	n, err = query(ctx, t, s3.DSN(), "SELECT x FROM kept")
 	require.NoError(t, err)
 	assert.Equal(t, 42, n, "data must survive a restart")
-	require.NoError(t, s3.Close(ctx))
+
+	// A server whose starter died is adopted: the new Server stops it on Close.
+	owner := filepath.Join(dir, "postgres.owner")
+	require.FileExists(t, owner)
+	require.NoError(t, os.WriteFile(owner, []byte(strconv.Itoa(dead.Process.Pid)), 0o644))
+	log = syncBuffer{}
+	adopted, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Log: &log})
+	require.NoError(t, err)
+	assert.True(t, adopted.Owned())
+	assert.Contains(t, log.String(), "adopting")
+	require.NoError(t, adopted.Close(ctx))
+	_, err = query(ctx, t, s3.DSN(), "SELECT 1")
+	assert.Error(t, err, "closing the adopting Server must stop the server")
+	assert.NoFileExists(t, owner)
+
+	require.NoError(t, s3.Close(ctx), "closing a Server whose server is already down is not an error")
 }
 
 func freePort(t *testing.T) int {
