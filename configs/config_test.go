@@ -291,6 +291,7 @@ func TestValidationListsEveryError(t *testing.T) {
 	assert.Equal(t, "file c.yaml line 1", ve.Fields[0].Source)
 	assert.Equal(t, "dpo.beta", ve.Fields[1].Path)
 	assert.Equal(t, "file c.yaml line 3", ve.Fields[1].Source)
+	assert.Equal(t, "invalid config (2 errors):\n  rounds: must be >= 1, got 0 (set by file c.yaml line 1)\n  dpo.beta: must be > 0, got 0 (set by file c.yaml line 3)", err.Error())
 }
 
 func TestRedacted(t *testing.T) {

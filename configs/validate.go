@@ -34,11 +34,15 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Error()
+	if len(e.Fields) == 1 {
+		return "invalid config: " + e.Fields[0].Error()
 	}
-	return "invalid config: " + strings.Join(parts, "; ")
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid config (%d errors):", len(e.Fields))
+	for _, f := range e.Fields {
+		b.WriteString("\n  " + f.Error())
+	}
+	return b.String()
 }
 
 // SizePresets are the transformer size presets model.size accepts.

@@ -64,15 +64,31 @@ func ResolveDSN(configured string) string {
 	return os.Getenv(EnvDatabaseURL)
 }
 
+// Option adjusts the pool Open makes.
+type Option func(*pgxpool.Config)
+
+// WithMaxConns caps the pool's connections (datastore.max_conns); n <= 0 keeps pgx's
+// default.
+func WithMaxConns(n int) Option {
+	return func(c *pgxpool.Config) {
+		if n > 0 {
+			c.MaxConns = int32(min(n, 1<<20))
+		}
+	}
+}
+
 // Open connects a pool to dsn (URL or keyword/value form) and pings it. Errors name the
 // DSN with its password redacted.
-func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, error) {
 	if strings.TrimSpace(dsn) == "" {
 		return nil, fmt.Errorf("open database: no DSN configured (set datastore.url or %s)", EnvDatabaseURL)
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", RedactDSN(dsn), scrub(err, dsn))
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

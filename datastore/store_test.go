@@ -300,3 +300,10 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 	_, err := datastore.Open(ctx, "")
 	require.ErrorContains(t, err, datastore.EnvDatabaseURL)
 }
+
+func TestOpenWithMaxConns(t *testing.T) {
+	pool, err := datastore.Open(context.Background(), pgtest.AdminURL(), datastore.WithMaxConns(3))
+	require.NoError(t, err)
+	defer pool.Close()
+	assert.Equal(t, int32(3), pool.Config().MaxConns)
+}

@@ -184,7 +184,7 @@ func openDatastore(ctx context.Context, g *globalOptions, f *dbFlags) (*pgxpool.
 	if dsn == "" {
 		return nil, nil, fmt.Errorf("no database configured: set --database-url, %s or datastore.url (or run `posttrain dev` once to create the private cluster under %s)", datastore.EnvDatabaseURL, cfg.DataDir)
 	}
-	pool, err := datastore.Open(ctx, dsn)
+	pool, err := datastore.Open(ctx, dsn, datastore.WithMaxConns(cfg.Datastore.MaxConns))
 	if err != nil {
 		release()
 		return nil, nil, err
