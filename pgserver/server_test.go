@@ -158,6 +158,7 @@ func TestLifecycle(t *testing.T) {
 	log = syncBuffer{}
 	adopted, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Log: &log})
 	require.NoError(t, err)
+	t.Cleanup(func() { adopted.Close(context.Background()) })
 	assert.True(t, adopted.Owned())
 	assert.Contains(t, log.String(), "adopting")
 	require.NoError(t, adopted.Close(ctx))

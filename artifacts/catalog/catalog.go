@@ -311,9 +311,16 @@ func writeBlobFile(ctx context.Context, s artifacts.Store, sha, out string, p Pr
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	// Link (not rename) so a file that appeared at out meanwhile is never replaced.
+	// Link (not rename) so a file that appeared at out meanwhile is never replaced;
+	// file systems without hard links fall back to a rename.
 	if err := os.Link(tmp.Name(), out); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("write %s: %w", out, err)
+		}
+		if err := os.Rename(tmp.Name(), out); err != nil {
+			return fmt.Errorf("write %s: %w", out, err)
+		}
+		return nil
 	}
 	return os.Remove(tmp.Name())
 }
