@@ -345,3 +345,51 @@ func int32sToBytes(v []int32) []byte {
 	}
 	return b
 }
+
+func TestScorerMatchesEngineAndBatching(t *testing.T) {
+	m := newModel(t, testConfig(), 2)
+	e, err := NewEngine(m, Options{})
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(4, 4))
+	var items []ScoreItem
+	var want [][]float32
+	for i := range 5 {
+		prompt := randTokens(rng, 2+3*i, 37)
+		out, err := e.Generate(context.Background(), Request{Prompt: prompt, Samples: 1, Params: Params{MaxNewTokens: 3 + i, Temperature: 1, Seed: uint64(i), LogProbs: true}})
+		require.NoError(t, err)
+		items = append(items, ScoreItem{Prompt: prompt, Completion: out[0].Tokens})
+		want = append(want, out[0].LogProbs)
+	}
+	for _, batch := range []int{1, 2, 8} {
+		s, err := NewScorer(m, batch)
+		require.NoError(t, err)
+		var calls []int
+		got, err := s.Score(context.Background(), items, func(done int) { calls = append(calls, done) })
+		require.NoError(t, err)
+		assert.Equal(t, len(items), calls[len(calls)-1])
+		for i := range items {
+			require.Len(t, got[i].TokenLogProbs, len(items[i].Completion))
+			var sum float64
+			for j, lp := range got[i].TokenLogProbs {
+				assert.InDelta(t, want[i][j], lp, 1e-4, "batch %d item %d token %d", batch, i, j)
+				sum += float64(lp)
+			}
+			assert.InDelta(t, sum, got[i].LogProb, 1e-9)
+		}
+	}
+	s, err := NewScorer(m, 4)
+	require.NoError(t, err)
+	bad := []struct {
+		item ScoreItem
+		want string
+	}{
+		{ScoreItem{Completion: []int32{1}}, "the prompt is empty"},
+		{ScoreItem{Prompt: []int32{1}}, "the completion is empty"},
+		{ScoreItem{Prompt: []int32{1}, Completion: []int32{2, 40}}, "completion token 40 at index 1 is outside the vocabulary"},
+		{ScoreItem{Prompt: make([]int32, 60), Completion: make([]int32, 6)}, "exceed max_position_embeddings=64"},
+	}
+	for _, c := range bad {
+		_, err := s.Score(context.Background(), []ScoreItem{items[0], c.item}, nil)
+		require.ErrorContains(t, err, "item 1: "+c.want)
+	}
+}
