@@ -51,6 +51,7 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 }
 
 func TestDirRoundTrip(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -104,6 +105,7 @@ func TestDirRoundTrip(t *testing.T) {
 }
 
 func TestDirProgressCountsEveryByte(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, err := artifacts.NewFS(t.TempDir())
 	require.NoError(t, err)
@@ -123,6 +125,7 @@ func TestDirProgressCountsEveryByte(t *testing.T) {
 }
 
 func TestGetDirCorruptFileLeavesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -149,6 +152,7 @@ func TestGetDirCorruptFileLeavesNothing(t *testing.T) {
 }
 
 func TestGetDirRefusesNonEmptyDest(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, err := artifacts.NewFS(t.TempDir())
 	require.NoError(t, err)
@@ -171,6 +175,7 @@ func TestGetDirRefusesNonEmptyDest(t *testing.T) {
 }
 
 func TestGetDirOfPlainBlob(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s, err := artifacts.NewFS(t.TempDir())
 	require.NoError(t, err)
@@ -185,6 +190,7 @@ func TestGetDirOfPlainBlob(t *testing.T) {
 // TestHostileManifestRejected stores hand-made manifests whose paths try to leave
 // the destination; materialising them must fail before anything is written.
 func TestHostileManifestRejected(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		file, err := b.store.Put(ctx, bytes.NewReader([]byte("payload")))
@@ -210,6 +216,7 @@ func TestHostileManifestRejected(t *testing.T) {
 }
 
 func TestManifestValidation(t *testing.T) {
+	t.Parallel()
 	sha := artifacts.SumBytes([]byte("x"))
 	tests := []struct {
 		name  string
@@ -242,6 +249,7 @@ func TestManifestValidation(t *testing.T) {
 }
 
 func TestParseManifestRejectsNonCanonical(t *testing.T) {
+	t.Parallel()
 	sha := artifacts.SumBytes([]byte("x"))
 	canon, err := artifacts.Manifest{Files: []artifacts.FileEntry{{Path: "a", SHA256: sha, Size: 1}}}.Canonical()
 	require.NoError(t, err)
@@ -260,6 +268,7 @@ func TestParseManifestRejectsNonCanonical(t *testing.T) {
 }
 
 func TestValidatePath(t *testing.T) {
+	t.Parallel()
 	for _, ok := range []string{"config.json", "a/b/c.bin", "weird name.txt", "..hidden", "a/..b"} {
 		assert.NoError(t, artifacts.ValidatePath(ok), ok)
 	}
@@ -269,6 +278,7 @@ func TestValidatePath(t *testing.T) {
 }
 
 func TestScanDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "real.bin"), []byte("abc"), 0o644))
 	target := filepath.Join(t.TempDir(), "blob")
@@ -294,6 +304,7 @@ func TestScanDir(t *testing.T) {
 }
 
 func TestIsManifest(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		src, _ := modelDir(t)

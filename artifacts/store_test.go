@@ -125,6 +125,7 @@ func readAll(t *testing.T, s artifacts.Store, sha string) ([]byte, error) {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		for _, size := range []int{0, 1, testChunk - 1, testChunk, 3*testChunk + 7, 70_000} {
@@ -150,6 +151,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestIdempotentPut(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		data := randomBytes(t, 2*testChunk+5)
@@ -170,6 +172,7 @@ func TestIdempotentPut(t *testing.T) {
 }
 
 func TestCorruptionDetected(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	damage := map[string]func(b backend) func(*testing.T, string){
 		"flipped byte": func(b backend) func(*testing.T, string) { return b.flip },
@@ -201,6 +204,7 @@ func TestCorruptionDetected(t *testing.T) {
 }
 
 func TestPGMissingChunkDetected(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewDB(t)
 	s, err := artifacts.NewPG(pool, testChunk)
@@ -216,6 +220,7 @@ func TestPGMissingChunkDetected(t *testing.T) {
 }
 
 func TestNotFoundAndInvalidKeys(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	absent := artifacts.SumBytes([]byte("never stored"))
 	for _, b := range allBackends(t) {
@@ -244,6 +249,7 @@ func TestNotFoundAndInvalidKeys(t *testing.T) {
 }
 
 func TestFSSymlinkOutOfRootRejected(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	root := t.TempDir()
 	s, err := artifacts.NewFS(root)
@@ -290,6 +296,7 @@ func TestFSSymlinkOutOfRootRejected(t *testing.T) {
 }
 
 func TestConcurrentPutsOfSameContent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, b := range allBackends(t) {
 		data := randomBytes(t, 5*testChunk+3)
@@ -319,6 +326,7 @@ func TestConcurrentPutsOfSameContent(t *testing.T) {
 }
 
 func TestCancelledPutLeavesNothing(t *testing.T) {
+	t.Parallel()
 	for _, b := range allBackends(t) {
 		ctx, cancel := context.WithCancel(context.Background())
 		r := &cancelAfter{data: randomBytes(t, 10*testChunk), after: 4 * testChunk, cancel: cancel}
@@ -352,6 +360,7 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 }
 
 func TestNew(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		opts    artifacts.Options
 		backend string
@@ -376,6 +385,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestURI(t *testing.T) {
+	t.Parallel()
 	sha := artifacts.SumBytes([]byte("x"))
 	u := artifacts.URI("postgres", sha)
 	backend, got, err := artifacts.ParseURI(u)
@@ -389,6 +399,7 @@ func TestURI(t *testing.T) {
 }
 
 func TestReadHonoursContext(t *testing.T) {
+	t.Parallel()
 	for _, b := range allBackends(t) {
 		ref, err := b.store.Put(context.Background(), bytes.NewReader(randomBytes(t, 3*testChunk)))
 		require.NoError(t, err)
@@ -403,6 +414,7 @@ func TestReadHonoursContext(t *testing.T) {
 }
 
 func TestFSCleanTemp(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	root := t.TempDir()
 	s, err := artifacts.NewFS(root)

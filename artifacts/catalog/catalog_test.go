@@ -80,6 +80,7 @@ func newFixture(t *testing.T, backend string) fixture {
 }
 
 func TestCatalog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, backend := range []string{artifacts.BackendFS, artifacts.BackendPostgres} {
 		t.Run(backend, func(t *testing.T) {
@@ -150,6 +151,7 @@ func TestCatalog(t *testing.T) {
 }
 
 func TestVerifyReportsCorruptAndMissing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, artifacts.BackendFS)
 	blob := func(sha string) string { return filepath.Join(f.root, "blobs", "sha256", sha[:2], sha) }
@@ -184,6 +186,7 @@ func TestVerifyReportsCorruptAndMissing(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, artifacts.BackendFS)
 
