@@ -180,7 +180,7 @@ func TestScoreFile(t *testing.T) {
 	var calls [][2]int
 	sum, err := ScoreFile(context.Background(), m, in, out, ScoreOptions{
 		RowOptions: RowOptions{Tokenizer: tok}, BatchSize: 2,
-		Progress:   func(done, total int) { calls = append(calls, [2]int{done, total}) },
+		Progress: func(done, total int) { calls = append(calls, [2]int{done, total}) },
 	})
 	require.NoError(t, err)
 	assert.Equal(t, [][2]int{{2, 3}, {3, 3}}, calls)
