@@ -122,7 +122,7 @@ func TestDataCLI(t *testing.T) {
 	// A bad file names its line and imports nothing (the schema is migrated on import).
 	_, err := runDSCLI(t, "data", "import", "--kind", "preferences", bad, "--database-url", dsn)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "bad.jsonl:2: chosen: empty response")
+	assert.Contains(t, err.Error(), "bad.jsonl:2: field chosen: empty response")
 	out, err := runDSCLI(t, "data", "list", "--json", "--database-url", dsn)
 	require.NoError(t, err)
 	assert.JSONEq(t, "[]", out)

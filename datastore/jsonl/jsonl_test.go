@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/datastore"
 	"github.com/posttrain/posttrain/datastore/jsonl"
 	"github.com/posttrain/posttrain/internal/pgtest"
@@ -49,7 +50,10 @@ func TestParseBadFilesNameLineAndReason(t *testing.T) {
 			rows, err := jsonl.Parse(f, name+".jsonl", jsonl.Options{Kind: kindOf(name), MaxLineBytes: 64 << 10})
 			require.Error(t, err)
 			assert.Nil(t, rows, "no rows from a bad file")
-			assert.Contains(t, err.Error(), strings.TrimSpace(string(want)))
+			// Each line of the .err file must appear in the error.
+			for _, w := range strings.Split(string(want), "\n") {
+				assert.Contains(t, err.Error(), w)
+			}
 			var pe *jsonl.ParseError
 			require.ErrorAs(t, err, &pe)
 			assert.Len(t, pe.Lines, 1, "exactly the bad line is reported")
@@ -86,7 +90,7 @@ func TestParseManyBadLinesStops(t *testing.T) {
 	require.ErrorAs(t, err, &pe)
 	assert.Len(t, pe.Lines, 10)
 	assert.True(t, pe.More)
-	assert.Contains(t, err.Error(), "x.jsonl:10: broken JSON")
+	assert.Contains(t, err.Error(), "x.jsonl:10: not a JSON object")
 	_, err = jsonl.Parse(strings.NewReader(""), "x.jsonl", jsonl.Options{Kind: "pairs"})
 	require.ErrorContains(t, err, `kind "pairs"`)
 }
@@ -108,14 +112,15 @@ func TestParseGoodPreferences(t *testing.T) {
 
 	assert.Len(t, p[1].Prompt.Messages, 2)
 	require.NotNil(t, p[1].Edited)
-	assert.Equal(t, "cba.", p[1].Edited.Messages[0].Content)
-	assert.Equal(t, "3", p[1].Rating)
+	assert.Equal(t, "cba.", p[1].Edited.Text, "a one-message assistant response is its text")
+	assert.Equal(t, "cba", p[1].Chosen.Text)
+	assert.Equal(t, "better", p[1].Rating)
 
 	// The implicit prompt (line 4, after a blank line) is the shared user turn.
 	assert.Equal(t, int64(4), p[2].Ord)
 	assert.Equal(t, []datastore.Message{{Role: "user", Content: "Upper-case hi"}}, p[2].Prompt.Messages)
-	assert.Equal(t, "HI", p[2].Chosen.Messages[0].Content)
-	assert.Equal(t, "hi", p[2].Rejected.Messages[0].Content)
+	assert.Equal(t, "HI", p[2].Chosen.Text)
+	assert.Equal(t, "hi", p[2].Rejected.Text)
 	assert.Equal(t, map[string]any{"id": "implicit-1"}, p[2].Metadata)
 
 	assert.Equal(t, []int32{1, 2, 3}, p[3].Prompt.IDs)
@@ -132,7 +137,8 @@ func TestParseGoodSFTAndPrompts(t *testing.T) {
 	require.Len(t, rows.SFT, 4)
 	assert.Len(t, rows.SFT[0].Messages, 2)
 	assert.Equal(t, "5", rows.SFT[1].Completion.Text)
-	assert.Equal(t, "hi", rows.SFT[2].Completion.Messages[0].Content)
+	assert.Equal(t, "hi", rows.SFT[2].Completion.Text)
+	assert.Equal(t, "Say hi", rows.SFT[2].Prompt.Messages[0].Content)
 	assert.Equal(t, []int32{12, 13, 14}, rows.SFT[3].Completion.IDs)
 
 	g, err := os.Open(filepath.Join(testdata, "good_prompts.jsonl"))
@@ -245,4 +251,64 @@ func FuzzParseJSONL(f *testing.F) {
 			require.True(t, len(e.Messages) > 0 || (e.Prompt != nil && e.Completion != nil))
 		}
 	})
+}
+
+// TestStoredRowsMatchDatasets checks the converters: what the datastore stores and
+// exports is what the stages' datasets package reads from the original file.
+func TestStoredRowsMatchDatasets(t *testing.T) {
+	ctx := context.Background()
+	s := datastore.New(pgtest.NewDB(t))
+	path := filepath.Join(testdata, "good_preferences.jsonl")
+	_, err := jsonl.ImportFile(ctx, s, path, jsonl.ImportOptions{Kind: datastore.KindPreferences})
+	require.NoError(t, err)
+	want, err := datasets.ReadPreferencesFile(path, datasets.ReadOptions{})
+	require.NoError(t, err)
+	stored, err := s.ListPreferencePairs(ctx, datastore.DataFilter{Dataset: "good_preferences"})
+	require.NoError(t, err)
+	require.Len(t, stored, len(want))
+	for i := range want {
+		got := jsonl.ToPreference(stored[i])
+		assert.Equal(t, stored[i].ID, got.ID, "the stages see the stored ID")
+		got.ID, want[i].ID = "", ""
+		assert.Equal(t, want[i], got, "row %d", i)
+	}
+
+	var out bytes.Buffer
+	_, err = jsonl.Export(ctx, s, &out, "good_preferences", "")
+	require.NoError(t, err)
+	reread, err := datasets.ReadPreferences(bytes.NewReader(out.Bytes()), "export.jsonl", datasets.ReadOptions{})
+	require.NoError(t, err, "exports read back with the datasets package")
+	assert.Len(t, reread, len(want))
+
+	for _, tc := range []struct {
+		file string
+		kind string
+	}{{"good_sft.jsonl", datastore.KindSFT}, {"good_prompts.jsonl", datastore.KindPrompts}} {
+		res, err := jsonl.ImportFile(ctx, s, filepath.Join(testdata, tc.file), jsonl.ImportOptions{Kind: tc.kind})
+		require.NoError(t, err)
+		switch tc.kind {
+		case datastore.KindSFT:
+			want, err := datasets.ReadSFTFile(filepath.Join(testdata, tc.file), datasets.ReadOptions{})
+			require.NoError(t, err)
+			rows, err := s.ListSFTExamples(ctx, datastore.DataFilter{Dataset: res.Dataset})
+			require.NoError(t, err)
+			require.Len(t, rows, len(want))
+			for i := range want {
+				got := jsonl.ToSFT(rows[i])
+				got.ID, want[i].ID = "", ""
+				assert.Equal(t, want[i], got)
+			}
+		case datastore.KindPrompts:
+			want, err := datasets.ReadPromptsFile(filepath.Join(testdata, tc.file), datasets.ReadOptions{})
+			require.NoError(t, err)
+			rows, err := s.ListPrompts(ctx, datastore.DataFilter{Dataset: res.Dataset})
+			require.NoError(t, err)
+			require.Len(t, rows, len(want))
+			for i := range want {
+				got := jsonl.ToPrompt(rows[i])
+				got.ID, want[i].ID = "", ""
+				assert.Equal(t, want[i], got)
+			}
+		}
+	}
 }
