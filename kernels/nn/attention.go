@@ -53,30 +53,28 @@ func AttentionHeadForward(pool *kernels.Pool, sh AttnShape, q, k, v []float32, s
 // softmaxCausal turns the scores in row into probabilities over the keys j <= last whose
 // segment equals seg (all keys when segK is nil), with zeros elsewhere.
 func softmaxCausal(row []float32, last int, segK []int32, seg int32) {
-	visible := func(j int) bool { return j <= last && (segK == nil || segK[j] == seg) }
-	mx := float32(math.Inf(-1))
-	for j, s := range row {
-		if visible(j) && s > mx {
-			mx = s
+	vis := row[:last+1]
+	clear(row[last+1:])
+	negInf := float32(math.Inf(-1))
+	if segK != nil {
+		for j := range vis {
+			if segK[j] != seg {
+				vis[j] = negInf
+			}
 		}
 	}
-	if math.IsInf(float64(mx), -1) {
-		clear(row)
+	mx := negInf
+	for _, s := range vis {
+		mx = max(mx, s)
+	}
+	if mx == negInf {
+		clear(vis)
 		return
 	}
-	var sum float32
-	for j, s := range row {
-		if visible(j) {
-			e := expf(s - mx)
-			row[j] = e
-			sum += e
-		} else {
-			row[j] = 0
-		}
-	}
-	inv := 1 / sum
-	for j := range row {
-		row[j] *= inv
+	// Masked scores are -Inf and become exactly 0.
+	inv := 1 / ExpShift(vis, vis, 1, -mx)
+	for j := range vis {
+		vis[j] *= inv
 	}
 }
 

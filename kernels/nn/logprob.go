@@ -19,27 +19,23 @@ func LogProbForward(logits []float32, vocab int, targets []int32, logp, lse []fl
 	}
 }
 
-// logSumExp is log(sum e^x) using the row's own max for stability.
+// logSumExp is log(sum e^x) using the row's own max for stability. It exponentiates in
+// stack-sized chunks so the vector exp needs no caller scratch.
 func logSumExp(row []float32) float32 {
 	mx := float32(math.Inf(-1))
 	for _, v := range row {
-		if v > mx {
-			mx = v
-		}
+		mx = max(mx, v)
 	}
 	if math.IsInf(float64(mx), 0) {
 		return mx
 	}
-	var s0, s1 float32
-	i := 0
-	for ; i+2 <= len(row); i += 2 {
-		s0 += expf(row[i] - mx)
-		s1 += expf(row[i+1] - mx)
+	var buf [512]float32
+	var s float32
+	for lo := 0; lo < len(row); lo += len(buf) {
+		hi := min(lo+len(buf), len(row))
+		s += ExpShift(buf[:hi-lo], row[lo:hi], 1, -mx)
 	}
-	for ; i < len(row); i++ {
-		s0 += expf(row[i] - mx)
-	}
-	return mx + float32(math.Log(float64(s0+s1)))
+	return mx + float32(math.Log(float64(s)))
 }
 
 // LogProbBackward writes dlogits = coef[r] * (onehot(targets[r]) - softmax(logits[r])) for
@@ -56,9 +52,12 @@ func LogProbBackward(logits []float32, vocab int, targets []int32, lse, coef, dl
 			continue
 		}
 		row := logits[r*vocab : (r+1)*vocab]
-		l := lse[r]
-		for j, v := range row {
-			d[j] = -c * expf(v-l)
+		// -c*e^(v-l) = e^(v-l+log|c|), negated when c > 0 (a gradient-ascent coefficient).
+		ExpShift(d, row, 1, -lse[r]+float32(math.Log(math.Abs(float64(c)))))
+		if c > 0 {
+			for j := range d {
+				d[j] = -d[j]
+			}
 		}
 		d[t] += c
 	}

@@ -304,3 +304,39 @@ func TestAttentionHead(t *testing.T) {
 		})
 	}
 }
+
+func TestExpShift(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, n := range []int{0, 3, 8, 37} {
+		src := randVec(rng, n, 30)
+		if n > 8 {
+			src[1] = -200 // underflows to 0
+			src[2] = 200  // overflows to +Inf
+			src[3] = float32(math.NaN())
+			src[4] = 88.7 // largest finite results
+			src[5] = -87.3
+		}
+		dst := make([]float32, n)
+		for _, ab := range [][2]float32{{1, 0}, {-1, 0.5}} {
+			sum := ExpShift(dst, src, ab[0], ab[1])
+			var want float64
+			for i, x := range src {
+				e := expf(ab[0]*x + ab[1])
+				if math.IsNaN(float64(e)) {
+					require.True(t, math.IsNaN(float64(dst[i])), "i=%d", i)
+					continue
+				}
+				want += float64(e)
+				if math.IsInf(float64(e), 0) || e == 0 {
+					require.Equal(t, e, dst[i], "x=%g", ab[0]*x+ab[1])
+					continue
+				}
+				require.InEpsilon(t, float64(e), float64(dst[i]), 2e-7, "x=%g", ab[0]*x+ab[1])
+			}
+			if n > 8 {
+				continue // the sum holds Inf and NaN
+			}
+			assert.InEpsilon(t, want+1e-30, float64(sum)+1e-30, 1e-6)
+		}
+	}
+}

@@ -1,0 +1,19 @@
+package nn
+
+import "golang.org/x/sys/cpu"
+
+// hasAVX2FMA is fixed at start-up from the CPU's feature bits.
+var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func expShiftAVX2(dst, src []float32, a, b float32) float32
+
+// expShiftVec handles the leading multiple of 8 elements with AVX2 when available and
+// returns how many it did and their sum.
+func expShiftVec(dst, src []float32, a, b float32) (int, float32) {
+	n := len(src) &^ 7
+	if !hasAVX2FMA || n == 0 {
+		return 0, 0
+	}
+	return n, expShiftAVX2(dst[:n], src[:n], a, b)
+}
