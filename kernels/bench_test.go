@@ -26,6 +26,8 @@ var benchShapes = []struct {
 	{"dec_mlp_16x688x256", false, true, 16, 688, 256},
 	{"dec_head_16x4096x256", false, true, 16, 4096, 256},
 	{"dec_down_16x256x688", false, true, 16, 256, 688},
+	{"attn_qk_256x256x32", false, true, 256, 256, 32},
+	{"attn_pv_256x32x256", false, false, 256, 32, 256},
 	{"square_512", false, false, 512, 512, 512},
 }
 

@@ -253,10 +253,15 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 // packA copies the mc x kc block of op(A) at (i0, p0) into dst as mr-row slivers: sliver
 // s holds, for each p, the mr values op(A)[i0+s*mr+i][p0+p], zero-padded past mc.
 func packA(dst, a []float32, lda int, trans bool, i0, p0, mc, kc, mr int) {
+	if trans && mr == 8 && mc >= 8 {
+		packAT8(dst, a, lda, i0, p0, mc, kc)
+		return
+	}
 	for ir := 0; ir < mc; ir += mr {
 		rows := min(mr, mc-ir)
 		d := dst[ir*kc : (ir+mr)*kc]
-		if trans {
+		switch {
+		case trans:
 			// A is k x m: the mr values for one p are contiguous.
 			for p := range kc {
 				src := a[(p0+p)*lda+i0+ir:][:rows]
@@ -264,23 +269,52 @@ func packA(dst, a []float32, lda int, trans bool, i0, p0, mc, kc, mr int) {
 				copy(dp, src)
 				clear(dp[rows:])
 			}
-			continue
-		}
-		if rows == mr && mr == 6 {
+		case rows == 6 && mr == 6:
 			packA6(d, a, lda, i0+ir, p0, kc)
+		case rows == 8 && mr == 8 && kc >= 8 && transpose8Rows(a[(i0+ir)*lda+p0:], lda, d, 8, kc/8):
+			packColsTail(d, a[(i0+ir)*lda+p0:], lda, 8, 8, 8, kc&^7, kc)
+		default:
+			packColsTail(d, a[(i0+ir)*lda+p0:], lda, mr, rows, mr, 0, kc)
+		}
+	}
+}
+
+// packAT8 is packA for a transposed A (k x m) and 8-row slivers: each sliver is kc
+// strided rows of eight contiguous floats.
+func packAT8(dst, a []float32, lda, i0, p0, mc, kc int) {
+	full := mc &^ 7
+	for s := 0; s < full; s += 8 {
+		src := a[p0*lda+i0+s:]
+		if !gatherRows(src, lda, dst[s*kc:], kc, 8) {
+			for p := range kc {
+				copy(dst[s*kc+p*8:][:8], src[p*lda:][:8])
+			}
+		}
+	}
+	if full < mc {
+		d := dst[full*kc:]
+		for p := range kc {
+			dp := d[p*8:][:8]
+			copy(dp, a[(p0+p)*lda+i0+full:][:mc-full])
+			clear(dp[mc-full:])
+		}
+	}
+}
+
+// packColsTail sets d[p*ld+j] = src[j*lds+p] for j < width and p in [from, to), and
+// zeros d[p*ld+j] for width <= j < pad: it gathers width strided rows of src into
+// interleaved columns of d.
+func packColsTail(d, src []float32, lds, ld, width, pad, from, to int) {
+	for j := range pad {
+		if j >= width {
+			for p := from; p < to; p++ {
+				d[p*ld+j] = 0
+			}
 			continue
 		}
-		for i := range mr {
-			if i >= rows {
-				for p := range kc {
-					d[p*mr+i] = 0
-				}
-				continue
-			}
-			src := a[(i0+ir+i)*lda+p0:][:kc]
-			for p, v := range src {
-				d[p*mr+i] = v
-			}
+		row := src[j*lds:][:to]
+		for p := from; p < to; p++ {
+			d[p*ld+j] = row[p]
 		}
 	}
 }
@@ -306,27 +340,25 @@ func packB(dst, b []float32, ldb int, trans bool, p0, j0, kc, nc, nr int) {
 	for jr := 0; jr < nc; jr += nr {
 		cols := min(nr, nc-jr)
 		d := dst[jr*kc : (jr+nr)*kc]
-		if !trans {
+		switch {
+		case !trans && cols == nr && gatherRows(b[p0*ldb+j0+jr:], ldb, d, kc, nr):
+		case !trans:
 			for p := range kc {
 				src := b[(p0+p)*ldb+j0+jr:][:cols]
 				dp := d[p*nr : (p+1)*nr]
 				copy(dp, src)
 				clear(dp[cols:])
 			}
-			continue
-		}
-		// B is n x k: column j of op(B) is row j of B, contiguous in p.
-		for j := range nr {
-			if j >= cols {
-				for p := range kc {
-					d[p*nr+j] = 0
-				}
-				continue
+		case cols == nr && nr%8 == 0 && kc >= 8 && hasAVX2FMA:
+			// B is n x k: column j of op(B) is row j of B, contiguous in p. Transpose
+			// eight rows of B at a time.
+			for jb := 0; jb < nr; jb += 8 {
+				src := b[(j0+jr+jb)*ldb+p0:]
+				transpose8Rows(src, ldb, d[jb:], nr, kc/8)
+				packColsTail(d[jb:], src, ldb, nr, 8, 8, kc&^7, kc)
 			}
-			src := b[(j0+jr+j)*ldb+p0:][:kc]
-			for p, v := range src {
-				d[p*nr+j] = v
-			}
+		default:
+			packColsTail(d, b[(j0+jr)*ldb+p0:], ldb, nr, cols, nr, 0, kc)
 		}
 	}
 }
