@@ -3,6 +3,7 @@ package inference
 import (
 	"math"
 
+	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/kernels/nn"
 )
 
@@ -39,14 +40,6 @@ func softmax(row []float32) {
 			mx = v
 		}
 	}
-	var sum float32
-	for i, v := range row {
-		e := nn.Exp32(v - mx)
-		row[i] = e
-		sum += e
-	}
-	inv := 1 / sum
-	for i := range row {
-		row[i] *= inv
-	}
+	sum := nn.ExpShift(row, row, 1, -mx)
+	kernels.Scale(1/sum, row)
 }

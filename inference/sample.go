@@ -83,16 +83,19 @@ func sampleToken(logits []float32, p *Params, u float64, probs []float32, idx []
 	for i := range cand {
 		cand[i] = int32(i)
 	}
+	invT := float32(1 / p.Temperature)
+	var sum float64
 	if p.TopK > 0 && p.TopK < len(cand) {
 		selectTop(cand, logits, p.TopK)
 		cand = cand[:p.TopK]
-	}
-	invT := float32(1 / p.Temperature)
-	var sum float64
-	for _, i := range cand {
-		e := nn.Exp32((logits[i] - mx) * invT)
-		probs[i] = e
-		sum += float64(e)
+		for _, i := range cand {
+			e := nn.Exp32((logits[i] - mx) * invT)
+			probs[i] = e
+			sum += float64(e)
+		}
+	} else {
+		// Every token is a candidate: one vectorised pass.
+		sum = float64(nn.ExpShift(probs[:len(logits)], logits, invT, -mx*invT))
 	}
 	if p.TopP > 0 && p.TopP < 1 {
 		cand = cand[:nucleus(cand, probs, p.TopP*sum)]
@@ -112,17 +115,14 @@ func sampleToken(logits []float32, p *Params, u float64, probs []float32, idx []
 	return cand[len(cand)-1], nil
 }
 
-// logProb is log softmax(logits)[tok].
-func logProb(logits []float32, tok int32) float32 {
+// logProb is log softmax(logits)[tok]; scratch (len(logits)) is overwritten.
+func logProb(logits []float32, tok int32, scratch []float32) float32 {
 	mx := float32(math.Inf(-1))
 	for _, v := range logits {
 		mx = max(mx, v)
 	}
-	var s float64
-	for _, v := range logits {
-		s += float64(nn.Exp32(v - mx))
-	}
-	return logits[tok] - mx - float32(math.Log(s))
+	s := nn.ExpShift(scratch[:len(logits)], logits, 1, -mx)
+	return logits[tok] - mx - float32(math.Log(float64(s)))
 }
 
 // median3 returns the median of the keys at the ends and middle of idx.
@@ -220,7 +220,7 @@ func (e *Engine) sampleRows(lo, hi int) {
 		tok, err := sampleToken(st.rows[r], p, st.rngs[r].Float64(), e.probs[r], e.index[r])
 		st.tokens[r], st.errs[r] = tok, err
 		if err == nil && p.LogProbs {
-			st.logp[r] = logProb(st.rows[r], tok)
+			st.logp[r] = logProb(st.rows[r], tok, e.probs[r])
 		}
 	}
 }
