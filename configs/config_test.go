@@ -307,6 +307,21 @@ func TestRedacted(t *testing.T) {
 	assert.Contains(t, string(snap), `"beta":0.1`)
 }
 
+func TestSnapshotRoundTrip(t *testing.T) {
+	c := load(t, configs.Sources{Preset: "demo", Sets: []string{"sampling.min_reward=0.5", "dpo.formatting_token_ids=1,2"}})
+	snap, err := c.Snapshot()
+	require.NoError(t, err)
+	back, err := configs.FromJSON(snap)
+	require.NoError(t, err)
+	assert.Equal(t, c, back)
+
+	_, err = configs.FromJSON([]byte(`{"rounds": 2, "dpo": {"betta": 1}}`))
+	require.ErrorContains(t, err, "betta")
+	_, err = configs.FromJSON([]byte(`{"rounds": 0}`))
+	var ve *configs.ValidationError
+	require.ErrorAs(t, err, &ve)
+}
+
 func TestLoadIsIndependentPerCall(t *testing.T) {
 	a := load(t, configs.Sources{Sets: []string{"rounds=2"}})
 	b := load(t, configs.Sources{})
@@ -336,4 +351,14 @@ func FuzzLoadConfig(f *testing.F) {
 			require.NotEmpty(t, err.Error())
 		}
 	})
+}
+
+// TestReadmeListsEveryKey keeps configs/README.md's key table complete.
+func TestReadmeListsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	for _, k := range configs.Keys() {
+		assert.Contains(t, string(b), "| `"+k.Path+"` | "+k.Type+" |", "README.md lacks %s", k.Path)
+		assert.Contains(t, string(b), "`"+k.Env+"`")
+	}
 }

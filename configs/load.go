@@ -1,13 +1,16 @@
 package configs
 
 import (
+	"bytes"
 	"embed"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -259,11 +262,11 @@ func (c *Config) Redacted() *Config {
 	out := *c
 	out.Datastore.URL = datastore.RedactDSN(c.Datastore.URL)
 	// Copy slices so the copy never aliases c.
-	out.Sampling.SystemPrompts = append([]string(nil), c.Sampling.SystemPrompts...)
-	out.Reward.AverageWeights = append([]float64(nil), c.Reward.AverageWeights...)
-	out.SFT.AverageWeights = append([]float64(nil), c.SFT.AverageWeights...)
-	out.DPO.AverageWeights = append([]float64(nil), c.DPO.AverageWeights...)
-	out.DPO.FormattingTokenIDs = append([]int(nil), c.DPO.FormattingTokenIDs...)
+	out.Sampling.SystemPrompts = slices.Clone(c.Sampling.SystemPrompts)
+	out.Reward.AverageWeights = slices.Clone(c.Reward.AverageWeights)
+	out.SFT.AverageWeights = slices.Clone(c.SFT.AverageWeights)
+	out.DPO.AverageWeights = slices.Clone(c.DPO.AverageWeights)
+	out.DPO.FormattingTokenIDs = slices.Clone(c.DPO.FormattingTokenIDs)
 	if c.Sampling.MinReward != nil {
 		m := *c.Sampling.MinReward
 		out.Sampling.MinReward = &m
@@ -287,4 +290,22 @@ func (c *Config) ArtifactsRoot() string {
 		return c.Artifacts.Root
 	}
 	return filepath.Join(c.DataDir, "artifacts")
+}
+
+// FromJSON decodes a config snapshot (see Snapshot) strictly, so a run retried later
+// uses the config it started with. Unknown fields are errors; the result is validated.
+func FromJSON(b []byte) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode config snapshot: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("decode config snapshot: more than one JSON value")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
 }

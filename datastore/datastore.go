@@ -101,8 +101,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, error
 	return pool, nil
 }
 
-// kvPassword matches password=... in keyword/value DSNs, quoted or not.
-var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+// kvPassword matches password=... in keyword/value DSNs, quoted or not; urlPassword
+// matches a password= query parameter.
+var (
+	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	urlPassword = regexp.MustCompile(`(?i)(password=)[^&]*`)
+)
 
 // RedactDSN returns dsn with any password replaced by "xxxxx", for logs and errors. It
 // handles URL DSNs (user:password@ and ?password=) and keyword/value DSNs.
@@ -141,7 +145,7 @@ func redactUnparsedURL(dsn string) string {
 			}
 		}
 	}
-	return regexp.MustCompile(`(?i)(password=)[^&]*`).ReplaceAllString(out, "${1}xxxxx")
+	return urlPassword.ReplaceAllString(out, "${1}xxxxx")
 }
 
 // dsnPassword extracts the password from dsn, or "" when it has none.
