@@ -3,8 +3,8 @@ package configs
 import (
 	"bytes"
 	"embed"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
