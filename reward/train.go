@@ -1,0 +1,328 @@
+package reward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/objectives"
+	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
+	"github.com/posttrain/posttrain/transformer"
+)
+
+// Hooks are Train's optional callbacks.
+type Hooks struct {
+	// Progress is called after every update (the trainer's callback).
+	Progress func(trainer.Progress)
+	// Eval is called after each validation pass with the update count it followed.
+	Eval func(step int, r EvalResult)
+}
+
+// ValPoint is one validation measurement.
+type ValPoint struct {
+	Step int        `json:"step"`
+	Eval EvalResult `json:"eval"`
+}
+
+// Result summarises a finished (or interrupted) run.
+type Result struct {
+	OutDir    string  `json:"out_dir,omitempty"`
+	Steps     int     `json:"steps"`
+	StartStep int     `json:"start_step"`
+	Resumed   bool    `json:"resumed"`
+	FirstLoss float64 `json:"first_loss"`
+	FinalLoss float64 `json:"final_loss"`
+	// TrainAccuracy is the pair accuracy over the pairs this process trained on, measured
+	// on the rewards before each update.
+	TrainAccuracy float64 `json:"train_accuracy"`
+	// Filter is what the similarity filter removed from the training rows.
+	Filter FilterStats `json:"filter"`
+	// Rows and Pairs are the training rows and pairs left after filtering.
+	Rows  int `json:"rows"`
+	Pairs int `json:"pairs"`
+	// ValBefore and Val are the validation metrics before the first and after the last
+	// update of this process (absent without validation rows).
+	ValBefore  *EvalResult `json:"val_before,omitempty"`
+	Val        *EvalResult `json:"val,omitempty"`
+	ValHistory []ValPoint  `json:"val_history,omitempty"`
+	// PairsTrained, Tokens and the rates count this process's updates.
+	PairsTrained int64   `json:"pairs_trained"`
+	Tokens       int64   `json:"tokens"`
+	PairsPerSec  float64 `json:"pairs_per_s"`
+	TokensPerSec float64 `json:"tokens_per_s"`
+	ElapsedSec   float64 `json:"elapsed_s"`
+	Parameters   int     `json:"parameters"`
+}
+
+// Keys of the trainer state's Extra map that a resume checks.
+const (
+	extraData      = "reward_data_sha256"
+	extraBatch     = "batch"
+	extraAccum     = "accum"
+	extraMargin    = "margin"
+	extraThreshold = "similarity_threshold"
+)
+
+// Train fits a copy of base (a sequence classifier: see FromCausalLM and
+// checkpoint.LoadAsClassifier; base is left unchanged) to the preference rows of train
+// with the Bradley-Terry loss, and returns it with a summary. Validation rows, when
+// given, are evaluated before, every EvalEvery updates, and after training. Cancelling
+// ctx stops between updates after checkpointing, so OutDir then resumes the run exactly;
+// the model and result so far are returned with the error.
+func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val []datasets.EncodedPreference, hooks Hooks) (*transformer.Model, Result, error) {
+	res := Result{OutDir: cfg.OutDir, Resumed: cfg.Resume}
+	if cfg.Margin == "" {
+		cfg.Margin = MarginNone
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, res, err
+	}
+	if err := checkModel(base); err != nil {
+		return nil, res, err
+	}
+	if len(train) == 0 {
+		return nil, res, errors.New("reward: no training rows")
+	}
+	if err := CheckRows(train, base.Config); err != nil {
+		return nil, res, fmt.Errorf("reward: training data: %w", err)
+	}
+	if err := CheckRows(val, base.Config); err != nil {
+		return nil, res, fmt.Errorf("reward: validation data: %w", err)
+	}
+	prep, st, err := prepare(train, cfg.Margin, cfg.SimilarityThreshold)
+	if err != nil {
+		return nil, res, fmt.Errorf("reward: training data: %w", err)
+	}
+	res.Filter, res.Rows, res.Pairs = st, len(prep), st.KeptPairs()
+	if len(prep) == 0 {
+		return nil, res, fmt.Errorf("reward: every training pair was dropped by the similarity filter (threshold %g)", cfg.SimilarityThreshold)
+	}
+	bt, err := cfg.objective()
+	if err != nil {
+		return nil, res, err
+	}
+
+	var state *trainer.State
+	m := cloneModel(base)
+	if cfg.Resume {
+		saved, sst, err := loadRun(ctx, cfg.OutDir, base.Pool)
+		if err != nil {
+			return nil, res, fmt.Errorf("reward: %w", err)
+		}
+		if err := sameLayout(base, saved); err != nil {
+			return nil, res, fmt.Errorf("reward: resume: the checkpoint in %s does not fit the model: %w", cfg.OutDir, err)
+		}
+		m, state = saved, sst
+	} else if cfg.OutDir != "" {
+		if entries, err := os.ReadDir(cfg.OutDir); err == nil && len(entries) > 0 {
+			return nil, res, fmt.Errorf("reward: output %s is not empty; resume the run saved there, or choose another directory", cfg.OutDir)
+		}
+	}
+	res.Parameters = len(m.W.Data)
+
+	segs, err := trainer.ParamSegments(m.W)
+	if err != nil {
+		return nil, res, fmt.Errorf("reward: %w", err)
+	}
+	sched := cfg.Schedule
+	sched.TotalSteps = cfg.Steps
+	grads := m.NewGrads()
+	tr, err := trainer.New(trainer.Config{Schedule: sched, AdamW: cfg.AdamW, MicroBatches: cfg.Accum}, m.W.Data, grads.Data, segs, m.Pool)
+	if err != nil {
+		return nil, res, fmt.Errorf("reward: %w", err)
+	}
+	extra := map[string]string{
+		extraData: Fingerprint(train), extraBatch: strconv.Itoa(cfg.Batch), extraAccum: strconv.Itoa(cfg.Accum),
+		extraMargin: string(cfg.Margin), extraThreshold: strconv.FormatFloat(cfg.SimilarityThreshold, 'g', -1, 64),
+	}
+	if state != nil {
+		for k, want := range extra {
+			if got := state.Extra[k]; got != want {
+				return nil, res, fmt.Errorf("reward: resume: the saved run used %s=%s, this one %s (resume needs the same data, batch, accum, margin and similarity threshold)", k, got, want)
+			}
+		}
+		if state.Data == nil || state.Data.N != len(prep) {
+			return nil, res, fmt.Errorf("reward: resume: the saved data cursor does not fit the %d training rows", len(prep))
+		}
+		if err := tr.Resume(state); err != nil {
+			return nil, res, fmt.Errorf("reward: resume: %w", err)
+		}
+	} else {
+		tr.State.Data = trainer.NewShuffler(len(prep), cfg.Seed)
+	}
+	tr.State.Extra = extra
+	res.StartStep = tr.State.Step
+
+	maxResp := 2
+	for _, p := range prep {
+		maxResp = max(maxResp, len(p.resp))
+	}
+	maxT := longestRow(train)
+	if len(val) > 0 {
+		maxT = max(maxT, longestRow(val))
+	}
+	sc, err := NewScorer(m, cfg.Batch*maxResp, maxT)
+	if err != nil {
+		return nil, res, err
+	}
+
+	var ev *evaluator
+	if len(val) > 0 {
+		vprep, vst, err := prepare(val, cfg.Margin, cfg.SimilarityThreshold)
+		if err != nil {
+			return nil, res, fmt.Errorf("reward: validation data: %w", err)
+		}
+		if ev, err = newEvaluator(val, vprep, vst); err != nil {
+			return nil, res, err
+		}
+	}
+	validate := func(step int) error {
+		if ev == nil {
+			return nil
+		}
+		r, _, err := ev.run(ctx, sc)
+		if err != nil {
+			return err
+		}
+		res.ValHistory = append(res.ValHistory, ValPoint{Step: step, Eval: r})
+		if res.ValBefore == nil {
+			res.ValBefore = &r
+		}
+		res.Val = &r
+		if hooks.Eval != nil {
+			hooks.Eval(step, r)
+		}
+		return nil
+	}
+	if err := validate(tr.State.Step); err != nil {
+		return m, res, fmt.Errorf("reward: validation: %w", err)
+	}
+
+	step := &trainStep{sc: sc, grads: grads, bt: bt, rows: train, prep: prep, state: tr.State,
+		idx: make([]int, cfg.Batch), dOut: make([]float32, sc.MaxBatch()), rewards: make([]float64, sc.MaxBatch())}
+	res.FirstLoss, res.FinalLoss = math.NaN(), math.NaN()
+	var evalErr error
+	start := time.Now()
+	th := trainer.Hooks{
+		Progress: func(p trainer.Progress) {
+			if math.IsNaN(res.FirstLoss) {
+				res.FirstLoss = p.Loss
+			}
+			res.FinalLoss = p.Loss
+			if hooks.Progress != nil {
+				hooks.Progress(p)
+			}
+			if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
+				evalErr = validate(p.Step)
+			}
+		},
+		CheckpointEvery: cfg.CheckpointEvery,
+		SaveOnCancel:    cfg.OutDir != "",
+	}
+	if cfg.OutDir != "" {
+		th.Checkpoint = func(ctx context.Context, _ int) error {
+			return pretrain.SaveCheckpoint(ctx, cfg.OutDir, m, cfg.TokenizerJSON, tr.State)
+		}
+	}
+	runErr := tr.Run(ctx, step.run, th)
+	res.Steps = tr.State.Step
+	res.Tokens = step.tokens
+	res.PairsTrained = step.nPairs
+	res.ElapsedSec = time.Since(start).Seconds()
+	if res.ElapsedSec > 0 {
+		res.TokensPerSec = float64(step.tokens) / res.ElapsedSec
+		res.PairsPerSec = float64(step.nPairs) / res.ElapsedSec
+	}
+	if step.nPairs > 0 {
+		res.TrainAccuracy = float64(step.correct) / float64(step.nPairs)
+	}
+	if math.IsNaN(res.FirstLoss) {
+		res.FirstLoss, res.FinalLoss = 0, 0
+	}
+	if runErr != nil {
+		return m, res, fmt.Errorf("reward: %w", runErr)
+	}
+	if evalErr != nil {
+		return m, res, fmt.Errorf("reward: validation: %w", evalErr)
+	}
+	if res.Steps > res.StartStep || len(res.ValHistory) == 0 {
+		if err := validate(res.Steps); err != nil {
+			return m, res, fmt.Errorf("reward: validation: %w", err)
+		}
+	}
+	return m, res, nil
+}
+
+// trainStep is the reward-model StepFunc: Batch preference rows from the shuffler, every
+// response of them one batch row scored once, the Bradley-Terry loss over their pairs.
+type trainStep struct {
+	sc      *Scorer
+	grads   *transformer.Params
+	bt      *objectives.BradleyTerry
+	rows    []datasets.EncodedPreference
+	prep    []prepared
+	state   *trainer.State
+	idx     []int
+	seqs    []datasets.Sequence
+	pairs   []objectives.Pair
+	rewards []float64
+	dOut    []float32
+	// This process's counts: tokens and pairs trained, pairs ranked right before the update.
+	tokens, nPairs, correct int64
+}
+
+func (s *trainStep) run(ctx context.Context, _, _ int, _ []float32) (trainer.Micro, error) {
+	if err := ctx.Err(); err != nil {
+		return trainer.Micro{}, err
+	}
+	if err := s.state.Data.Fill(s.idx); err != nil {
+		return trainer.Micro{}, err
+	}
+	s.seqs, s.pairs = s.seqs[:0], s.pairs[:0]
+	tokens := 0
+	for j, pi := range s.idx {
+		p := s.prep[pi]
+		r := s.rows[p.row]
+		base := len(s.seqs)
+		for _, k := range p.resp {
+			q := datasets.Sequence{Prompt: r.Prompt, Response: r.Responses[k]}
+			s.seqs = append(s.seqs, q)
+			tokens += q.Len()
+		}
+		for _, q := range p.pairs {
+			q.Better += base
+			q.Worse += base
+			q.Row = j
+			s.pairs = append(s.pairs, q)
+		}
+	}
+	if err := s.sc.forward(s.seqs); err != nil {
+		return trainer.Micro{}, err
+	}
+	b := len(s.seqs)
+	rewards := s.rewards[:b]
+	for i := range rewards {
+		rewards[i] = float64(s.sc.ws.Rewards[i])
+	}
+	r, err := s.bt.Eval(rewards, s.pairs)
+	if err != nil {
+		return trainer.Micro{}, err
+	}
+	dOut := s.dOut[:b]
+	for i := range dOut {
+		dOut[i] = float32(r.Grad[i])
+	}
+	if err := s.sc.m.Backward(s.sc.ws, &s.sc.batch, dOut, s.grads); err != nil {
+		return trainer.Micro{}, err
+	}
+	s.tokens += int64(tokens)
+	s.nPairs += int64(r.Pairs)
+	s.correct += int64(math.Round(r.Accuracy * float64(r.Pairs)))
+	return trainer.Micro{Loss: r.Loss, Tokens: tokens}, nil
+}
