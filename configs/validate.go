@@ -45,11 +45,9 @@ func (e *ValidationError) Error() string {
 	return b.String()
 }
 
-// SizePresets are the transformer size presets model.size accepts.
-var sizePresets = []string{"bench", "small", "tiny"}
-
-// SizePresets returns the model sizes model.size accepts.
-func SizePresets() []string { return slices.Clone(sizePresets) }
+// SizePresets returns the transformer size presets model.size accepts (a copy of the
+// transformer package's names, kept here so configs does not import the engine).
+func SizePresets() []string { return []string{"bench", "small", "tiny"} }
 
 // checker collects field errors.
 type checker struct {
@@ -134,7 +132,7 @@ func (c *Config) validate(origins map[string]string) error {
 	k.atLeast("rounds", int64(c.Rounds), 1)
 	k.nonEmpty("data_dir", c.DataDir)
 
-	k.oneOf("model.size", c.Model.Size, sizePresets...)
+	k.oneOf("model.size", c.Model.Size, SizePresets()...)
 	k.atLeast("model.max_seq_len", int64(c.Model.MaxSeqLen), 8)
 
 	k.atLeast("task.train_prompts", int64(c.Task.TrainPrompts), 1)

@@ -26,8 +26,9 @@ import (
 	"github.com/posttrain/posttrain/datastore"
 )
 
-// DefaultMaxLineBytes bounds one line (1 MiB) unless Options says otherwise.
-const DefaultMaxLineBytes = 1 << 20
+// DefaultMaxLineBytes bounds one line unless Options says otherwise: the datasets
+// package's limit, so a file the stages read is never too long to import.
+const DefaultMaxLineBytes = datasets.DefaultMaxLineBytes
 
 // maxReported is how many bad lines one error lists before it stops reading.
 const maxReported = 10
@@ -81,12 +82,16 @@ func (e *ParseError) Error() string {
 	return msg
 }
 
-// dataKeys are the keys of every row format; other keys are kept as metadata (or, for
-// the keys of another kind's format, dropped: a preferences file imports as prompts).
-var dataKeys = map[string]bool{
-	"prompt": true, "chosen": true, "rejected": true, "edited": true, "messages": true, "completion": true,
-	"prompt_ids": true, "chosen_ids": true, "rejected_ids": true, "edited_ids": true, "completion_ids": true,
-	"margin": true, "rating": true, "split": true,
+// isDataKey reports whether k belongs to a row format; other keys are kept as metadata
+// (the keys of another kind's format are dropped: a preferences file imports as prompts).
+func isDataKey(k string) bool {
+	switch k {
+	case "prompt", "chosen", "rejected", "edited", "messages", "completion",
+		"prompt_ids", "chosen_ids", "rejected_ids", "edited_ids", "completion_ids",
+		"margin", "rating", "split":
+		return true
+	}
+	return false
 }
 
 // Parse reads a whole JSONL file. Blank lines are skipped. Any bad line (broken JSON,
@@ -216,7 +221,7 @@ func parseLine(out *Rows, line []byte, lineNo int, file string) string {
 func metadata(obj map[string]json.RawMessage) (map[string]any, error) {
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
-		if !dataKeys[k] {
+		if !isDataKey(k) {
 			keys = append(keys, k)
 		}
 	}
