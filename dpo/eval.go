@@ -19,6 +19,9 @@ type Options struct {
 	Batch int
 	// CacheDir, when set, stores the reference log-probs as refcache-<key>.json.
 	CacheDir string
+	// Progress, when set, is called by Evaluate after each batch of pairs scored by the
+	// reference (phase "reference") and by the policy (phase "policy").
+	Progress func(phase string, done, total int)
 }
 
 // DefaultOptions is the Llama 3 recipe: beta 0.1, NLL coefficient 0.2 with the
@@ -53,17 +56,25 @@ func Evaluate(ctx context.Context, policy, reference *transformer.Model, pairs [
 	if err := CheckPairs(pairs, policy.Config); err != nil {
 		return EvalResult{}, err
 	}
-	ref, info, err := ReferenceLogProbs(ctx, reference, pairs, opts.MaskFormatting, opts.Batch, opts.CacheDir)
+	ref, info, err := referenceLogProbs(ctx, reference, pairs, opts.MaskFormatting, opts.Batch, opts.CacheDir, opts.progress("reference"))
 	if err != nil {
 		return EvalResult{}, err
 	}
 	batch := min(opts.Batch, len(pairs))
-	m, err := evaluate(ctx, newScorer(policy, batch, maxWidth(pairs)), obj, pairs, ref, opts.MaskFormatting, batch)
+	m, err := evaluate(ctx, newScorer(policy, batch, maxWidth(pairs)), obj, pairs, ref, opts.MaskFormatting, batch, opts.progress("policy"))
 	return EvalResult{DPOMetrics: m, RefCache: info}, err
 }
 
+// progress adapts Progress to one phase; nil when unset.
+func (o Options) progress(phase string) func(done, total int) {
+	if o.Progress == nil {
+		return nil
+	}
+	return func(done, total int) { o.Progress(phase, done, total) }
+}
+
 // evaluate scores pairs in order with s (built for batch pairs) and combines the batches.
-func evaluate(ctx context.Context, s *scorer, obj *objectives.DPO, pairs []Pair, ref RefLogProbs, mask bool, batch int) (objectives.DPOMetrics, error) {
+func evaluate(ctx context.Context, s *scorer, obj *objectives.DPO, pairs []Pair, ref RefLogProbs, mask bool, batch int, progress func(done, total int)) (objectives.DPOMetrics, error) {
 	var parts []objectives.DPOMetrics
 	c, r := make([]Sums, batch), make([]Sums, batch)
 	idx := make([]int, 0, batch)
@@ -83,6 +94,9 @@ func evaluate(ctx context.Context, s *scorer, obj *objectives.DPO, pairs []Pair,
 			return objectives.DPOMetrics{}, fmt.Errorf("dpo: pairs %d-%d: %w", lo+1, lo+len(idx), err)
 		}
 		parts = append(parts, res.DPOMetrics)
+		if progress != nil {
+			progress(lo+len(idx), len(pairs))
+		}
 	}
 	return obj.Combine(parts...), nil
 }

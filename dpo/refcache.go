@@ -73,6 +73,10 @@ func ReferenceKey(ref *transformer.Model, pairs []Pair, mask bool) (string, erro
 // refcache-<key>.json; a later call with the same pairs, masking and reference weights
 // reads them back without a forward pass. An empty cacheDir keeps them in memory only.
 func ReferenceLogProbs(ctx context.Context, ref *transformer.Model, pairs []Pair, mask bool, batch int, cacheDir string) (RefLogProbs, CacheInfo, error) {
+	return referenceLogProbs(ctx, ref, pairs, mask, batch, cacheDir, nil)
+}
+
+func referenceLogProbs(ctx context.Context, ref *transformer.Model, pairs []Pair, mask bool, batch int, cacheDir string, progress func(done, total int)) (RefLogProbs, CacheInfo, error) {
 	if batch < 1 {
 		return RefLogProbs{}, CacheInfo{}, fmt.Errorf("dpo: reference batch must be >= 1, got %d", batch)
 	}
@@ -94,7 +98,7 @@ func ReferenceLogProbs(ctx context.Context, ref *transformer.Model, pairs []Pair
 			return r, info, nil
 		}
 	}
-	r, forwards, err := computeReference(ctx, ref, pairs, mask, batch)
+	r, forwards, err := computeReference(ctx, ref, pairs, mask, batch, progress)
 	info.Forwards = forwards
 	if err != nil {
 		return RefLogProbs{}, info, err
@@ -108,7 +112,7 @@ func ReferenceLogProbs(ctx context.Context, ref *transformer.Model, pairs []Pair
 }
 
 // computeReference runs the reference over the pairs in order.
-func computeReference(ctx context.Context, ref *transformer.Model, pairs []Pair, mask bool, batch int) (RefLogProbs, int, error) {
+func computeReference(ctx context.Context, ref *transformer.Model, pairs []Pair, mask bool, batch int, progress func(done, total int)) (RefLogProbs, int, error) {
 	batch = min(batch, len(pairs))
 	s := newScorer(ref, batch, maxWidth(pairs))
 	out := RefLogProbs{Chosen: make([]float64, len(pairs)), Rejected: make([]float64, len(pairs))}
@@ -127,6 +131,9 @@ func computeReference(ctx context.Context, ref *transformer.Model, pairs []Pair,
 		}
 		for k, i := range idx {
 			out.Chosen[i], out.Rejected[i] = c[k].Masked, r[k].Masked
+		}
+		if progress != nil {
+			progress(lo+len(idx), len(pairs))
 		}
 	}
 	return out, s.forwards, nil

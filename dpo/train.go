@@ -157,7 +157,7 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	res.Parameters = len(m.W.Data)
 
 	// The reference is frozen: its log-probs are computed once for the whole run.
-	ref, info, err := ReferenceLogProbs(ctx, reference, train, cfg.MaskFormatting, cfg.Batch, cfg.CacheDir)
+	ref, info, err := referenceLogProbs(ctx, reference, train, cfg.MaskFormatting, cfg.Batch, cfg.CacheDir, cfg.progress("reference"))
 	res.RefCache = info
 	if err != nil {
 		return nil, res, err
@@ -213,7 +213,7 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 		if valScorer == nil {
 			return nil
 		}
-		vm, err := evaluate(ctx, valScorer, obj, val, valRef, cfg.MaskFormatting, valBatch)
+		vm, err := evaluate(ctx, valScorer, obj, val, valRef, cfg.MaskFormatting, valBatch, nil)
 		if err != nil {
 			return err
 		}

@@ -28,6 +28,12 @@ type EvalResult struct {
 // Evaluate computes the target-token loss of m on rows without training. Rows are
 // checked like training rows; errors name the offending row.
 func Evaluate(ctx context.Context, m *transformer.Model, rows []datasets.EncodedSFT) (EvalResult, error) {
+	return EvaluateWithProgress(ctx, m, rows, nil)
+}
+
+// EvaluateWithProgress is Evaluate calling progress(done, total) after each batch of
+// examples (for progress bars on long evaluations).
+func EvaluateWithProgress(ctx context.Context, m *transformer.Model, rows []datasets.EncodedSFT, progress func(done, total int)) (EvalResult, error) {
 	if err := checkModel(m); err != nil {
 		return EvalResult{}, err
 	}
@@ -43,6 +49,7 @@ func Evaluate(ctx context.Context, m *transformer.Model, rows []datasets.Encoded
 		maxT = max(maxT, w)
 	}
 	e := newEvaluator(m, rows, l, min(EvalBatch, len(l.groups)), maxT)
+	e.progress = progress
 	return e.run(ctx)
 }
 
@@ -56,6 +63,8 @@ type evaluator struct {
 	groups []int
 	maxB   int
 	maxT   int
+	// progress, when set, gets the examples done after each batch.
+	progress func(done, total int)
 }
 
 func newEvaluator(m *transformer.Model, rows []datasets.EncodedSFT, l layout, maxB, maxT int) *evaluator {
@@ -91,6 +100,9 @@ func (e *evaluator) run(ctx context.Context) (EvalResult, error) {
 					p++
 				}
 			}
+		}
+		if e.progress != nil {
+			e.progress(min(lo+e.maxB, len(e.l.groups)), len(e.l.groups))
 		}
 	}
 	res := EvalResult{N: len(e.rows)}
