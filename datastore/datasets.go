@@ -404,3 +404,26 @@ func (s *Store) ListSFTExamples(ctx context.Context, f DataFilter) ([]SFTExample
 		return e, err
 	}, q, args...)
 }
+
+// DatasetArtifactKind is the artifact kind of dataset snapshots.
+const DatasetArtifactKind = "dataset"
+
+// RecordDatasetArtifact records the dataset's current content as an artifact of kind
+// "dataset" (URI "postgres:dataset/<name>", sha256 = DatasetDigest), so lineage edges can
+// say which data a model was trained on. Recording unchanged content again returns the
+// same artifact; after rows are added, it is a new one.
+func (s *Store) RecordDatasetArtifact(ctx context.Context, name, runID string, round int) (Artifact, error) {
+	d, err := s.GetDataset(ctx, name)
+	if err != nil {
+		return Artifact{}, err
+	}
+	digest, n, err := s.DatasetDigest(ctx, name)
+	if err != nil {
+		return Artifact{}, err
+	}
+	return s.RecordArtifact(ctx, Artifact{
+		Kind: DatasetArtifactKind, URI: "postgres:dataset/" + name, SHA256: digest,
+		Metadata: map[string]any{"dataset": name, "kind": d.Kind, "rows": n, "eval_rows": d.EvalRows},
+		RunID:    runID, Round: round,
+	})
+}

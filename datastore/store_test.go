@@ -253,6 +253,17 @@ func TestDatasetsAreIdempotent(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, d1, d2, "the digest follows the content")
 
+	snap, err := s.RecordDatasetArtifact(ctx, "p", "", 0)
+	require.NoError(t, err)
+	assert.Equal(t, datastore.DatasetArtifactKind, snap.Kind)
+	assert.Equal(t, d2, snap.SHA256)
+	assert.Equal(t, float64(3), snap.Metadata["rows"])
+	again, err := s.RecordDatasetArtifact(ctx, "p", "", 0)
+	require.NoError(t, err)
+	assert.Equal(t, snap.ID, again.ID, "unchanged data is the same artifact")
+	_, err = s.RecordDatasetArtifact(ctx, "missing", "", 0)
+	require.ErrorIs(t, err, datastore.ErrNotFound)
+
 	ds, err := s.ListDatasets(ctx)
 	require.NoError(t, err)
 	require.Len(t, ds, 1)
