@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // Option configures a Pool.
@@ -23,8 +24,10 @@ func WithPureGo() Option { return WithKernel("go") }
 // Pool runs kernel work on a fixed number of workers. It is created once per engine and
 // passed down, so nothing here is package-level state.
 //
-// NewPool starts Workers()-1 goroutines; the goroutine that calls Parallel or Sgemm does
-// the first share itself. Close stops the goroutines.
+// NewPool starts Workers()-1 goroutines; the goroutine that calls Parallel or Sgemm works
+// too. A call is cut into chunks that the caller and the woken workers claim one at a
+// time, so a worker that the OS schedules late finds the work done instead of making the
+// caller wait for it (the machine is often shared). Close stops the goroutines.
 //
 // A Pool is safe for concurrent use. One call at a time owns the workers; a call that
 // arrives while they are busy (from another goroutine, or from inside a Parallel fn on
@@ -37,27 +40,35 @@ type Pool struct {
 	workers int
 	kern    *microKernel
 
-	// mu is held by the call that owns the workers, from wake-up to the last done.
+	// mu is held by the call that owns the workers, from publishing its task until its
+	// last chunk is finished.
 	mu     sync.Mutex
 	closed bool
-	wake   []chan struct{} // one per background worker (worker i+1)
-	done   chan struct{}
-	task   task // the current call's work, written before the wake-ups
+	gen    uint32          // calls so far, under mu
+	wake   []chan struct{} // one per background worker, buffered: a pending wake-up
+	task   task            // the current call's work, written before claim is published
+	// claim packs (generation, chunk count, next unclaimed chunk) so that one CAS both
+	// checks a worker is still looking at the current call and takes a chunk of it.
+	claim    atomic.Uint64
+	finished atomic.Int64  // chunks of the current call finished
+	done     chan struct{} // the goroutine finishing the last chunk sends once
 
-	bufs []*gemmBuf // packing buffers of workers 0..workers-1, used only under mu
+	bufs []*gemmBuf // packing buffers of the caller (0) and workers 1..n-1
 
 	spareMu sync.Mutex
 	spare   []*gemmBuf // buffers for calls that run alone while the workers are busy
 }
 
-// task is one call's work split across the workers: either a Parallel fn over [0,n) or
-// one Sgemm.
+// task is one call's work cut into chunks: either a Parallel fn over [0,n) or one Sgemm.
 type task struct {
-	fn    func(lo, hi int)
-	n     int
-	parts int
-	gemm  gemmTask
+	fn     func(lo, hi int)
+	n      int
+	chunks int
+	gemm   gemmTask
 }
+
+// maxChunks bounds a call's chunk count so it fits the claim word.
+const maxChunks = 1<<16 - 1
 
 // NewPool returns a pool of n workers (n < 1 means 1).
 func NewPool(n int, opts ...Option) *Pool {
@@ -72,7 +83,7 @@ func NewPool(n int, opts ...Option) *Pool {
 		workers: n,
 		kern:    selectKernel(cfg.kernel),
 		wake:    make([]chan struct{}, n-1),
-		done:    make(chan struct{}, n),
+		done:    make(chan struct{}, 1),
 		bufs:    make([]*gemmBuf, n),
 	}
 	for i := range p.bufs {
@@ -80,7 +91,7 @@ func NewPool(n int, opts ...Option) *Pool {
 	}
 	for i := range p.wake {
 		p.wake[i] = make(chan struct{}, 1)
-		go p.worker(i+1, p.wake[i])
+		go p.worker(p.bufs[i+1], p.wake[i])
 	}
 	return p
 }
@@ -105,10 +116,28 @@ func (p *Pool) Close() {
 	}
 }
 
-func (p *Pool) worker(id int, wake <-chan struct{}) {
+func (p *Pool) worker(buf *gemmBuf, wake <-chan struct{}) {
 	for range wake {
-		p.runPart(id, p.bufs[id])
-		p.done <- struct{}{}
+		p.work(buf)
+	}
+}
+
+// work claims and runs chunks of the current call until none is left.
+func (p *Pool) work(buf *gemmBuf) {
+	for {
+		v := p.claim.Load()
+		next, chunks := int(v&0xffff), int(v>>16&0xffff)
+		if next >= chunks {
+			return
+		}
+		if !p.claim.CompareAndSwap(v, v+1) {
+			continue
+		}
+		// The call cannot finish before this chunk does, so its task stays put.
+		p.runChunk(next, buf)
+		if p.finished.Add(1) == int64(chunks) {
+			p.done <- struct{}{}
+		}
 	}
 }
 
@@ -125,32 +154,35 @@ func (p *Pool) acquire() bool {
 	return true
 }
 
-// run executes p.task with parts shares (1 <= parts <= workers): shares 1.. on the
-// background workers, share 0 here. It must be called with mu held and releases it.
-func (p *Pool) run() {
-	parts := p.task.parts
-	for i := 1; i < parts; i++ {
-		p.wake[i-1] <- struct{}{}
+// run executes p.task, whose fields other than chunks are set, on the caller and up to
+// chunks-1 workers. It must be called with mu held and releases it.
+func (p *Pool) run(chunks int) {
+	p.task.chunks = chunks
+	p.gen++
+	p.finished.Store(0)
+	p.claim.Store(uint64(p.gen)<<32 | uint64(chunks)<<16)
+	for _, w := range p.wake[:min(len(p.wake), chunks-1)] {
+		select {
+		case w <- struct{}{}:
+		default: // a wake-up is already pending; that worker will look at this call
+		}
 	}
-	p.runPart(0, p.bufs[0])
-	for i := 1; i < parts; i++ {
-		<-p.done
-	}
-	p.task.fn = nil
-	p.task.gemm = gemmTask{}
+	p.work(p.bufs[0])
+	<-p.done
+	p.task = task{}
 	p.mu.Unlock()
 }
 
-func (p *Pool) runPart(id int, buf *gemmBuf) {
+func (p *Pool) runChunk(id int, buf *gemmBuf) {
 	t := &p.task
 	if t.fn != nil {
-		lo, hi := chunk(t.n, t.parts, id)
+		lo, hi := chunk(t.n, t.chunks, id)
 		if lo < hi {
 			t.fn(lo, hi)
 		}
 		return
 	}
-	t.gemm.runPart(p.kern, id, buf)
+	t.gemm.runChunk(p.kern, id, t.chunks, buf)
 }
 
 // chunk returns share id of [0,n) split into parts contiguous, near-equal ranges.
@@ -164,8 +196,8 @@ func chunk(n, parts, id int) (lo, hi int) {
 	return lo, hi
 }
 
-// Parallel splits [0,n) into contiguous chunks and runs fn on each, one per worker, and
-// waits for all of them. fn must not panic.
+// Parallel splits [0,n) into min(n, Workers()) contiguous chunks, runs fn on each (on the
+// caller and the workers) and waits for all of them. fn must not panic.
 //
 // Parallel itself allocates nothing, but a closure literal passed as fn is allocated at
 // the call site because the pool keeps it while the workers run. On hot paths pass a func
@@ -174,15 +206,14 @@ func (p *Pool) Parallel(n int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
 	}
-	parts := min(p.workers, n)
-	if parts <= 1 || !p.acquire() {
+	chunks := min(p.workers, n)
+	if chunks <= 1 || !p.acquire() {
 		fn(0, n)
 		return
 	}
 	p.task.fn = fn
 	p.task.n = n
-	p.task.parts = parts
-	p.run()
+	p.run(chunks)
 }
 
 // takeSpare returns packing buffers for a call that runs outside the workers.

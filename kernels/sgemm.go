@@ -42,7 +42,7 @@ type gemmTask struct {
 	a, b, c        []float32
 	lda, ldb, ldc  int
 	splitM         bool
-	parts          int
+	unit           int // rows (splitM) or columns per chunk, a multiple of the tile
 }
 
 // parallelMinFlops is the smallest problem worth waking the workers for: a wake-up and
@@ -67,36 +67,39 @@ func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		alpha: alpha, beta: beta, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc,
 	}
 	kern := p.kern
-	// Split the longer side of C, in whole register tiles, so each worker packs the
-	// shorter operand again at little cost.
+	// Split the longer side of C, in whole register tiles, so each chunk packs the
+	// shorter operand again at little cost. Several chunks per worker balance the load
+	// when a worker starts late; chunks of at least minChunk keep the repacking small.
 	g.splitM = m >= n
-	units := ceilDiv(n, kern.nr)
+	side, tile := n, kern.nr
 	if g.splitM {
-		units = ceilDiv(m, kern.mr)
+		side, tile = m, kern.mr
 	}
-	parts := min(p.workers, units)
-	if 2*m*n*k < parallelMinFlops {
-		parts = 1
+	chunks := 1
+	if p.workers > 1 && 2*m*n*k >= parallelMinFlops {
+		chunks = min(4*p.workers, max(1, side/minChunk), maxChunks)
 	}
-	if parts > 1 && p.acquire() {
-		g.parts = parts
-		p.task.fn = nil
-		p.task.parts = parts
+	g.unit = roundUp(ceilDiv(side, chunks), tile)
+	chunks = ceilDiv(side, g.unit)
+	if chunks > 1 && p.acquire() {
 		p.task.gemm = g
-		p.run()
+		p.run(chunks)
 		return
 	}
-	g.parts = 1
+	g.unit = side
 	if p.mu.TryLock() {
-		// Workers idle (or closed): borrow worker 0's buffers.
-		g.runPart(kern, 0, p.bufs[0])
+		// Workers idle (or closed): borrow the caller's buffers.
+		g.runChunk(kern, 0, 1, p.bufs[0])
 		p.mu.Unlock()
 		return
 	}
 	buf := p.takeSpare()
-	g.runPart(kern, 0, buf)
+	g.runChunk(kern, 0, 1, buf)
 	p.putSpare(buf)
 }
+
+// minChunk is the fewest rows or columns of C worth a chunk of their own.
+const minChunk = 128
 
 func checkSgemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
 	if m < 0 || n < 0 || k < 0 {
@@ -127,18 +130,14 @@ func checkMat(name string, rows, cols int, x []float32, ld int) {
 	}
 }
 
-// runPart computes worker id's block of C.
-func (g *gemmTask) runPart(kern *microKernel, id int, buf *gemmBuf) {
-	if g.parts == 1 {
+// runChunk computes chunk id of C: unit rows (splitM) or columns starting at id*unit.
+func (g *gemmTask) runChunk(kern *microKernel, id, chunks int, buf *gemmBuf) {
+	if chunks == 1 {
 		gemmSerial(kern, buf, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
 		return
 	}
 	if g.splitM {
-		lo, hi := chunk(ceilDiv(g.m, kern.mr), g.parts, id)
-		i0, i1 := lo*kern.mr, min(hi*kern.mr, g.m)
-		if i0 >= i1 {
-			return
-		}
+		i0, i1 := id*g.unit, min((id+1)*g.unit, g.m)
 		var a []float32
 		if g.transA {
 			a = g.a[i0:]
@@ -148,11 +147,7 @@ func (g *gemmTask) runPart(kern *microKernel, id int, buf *gemmBuf) {
 		gemmSerial(kern, buf, g.transA, g.transB, i1-i0, g.n, g.k, g.alpha, a, g.lda, g.b, g.ldb, g.beta, g.c[i0*g.ldc:], g.ldc)
 		return
 	}
-	lo, hi := chunk(ceilDiv(g.n, kern.nr), g.parts, id)
-	j0, j1 := lo*kern.nr, min(hi*kern.nr, g.n)
-	if j0 >= j1 {
-		return
-	}
+	j0, j1 := id*g.unit, min((id+1)*g.unit, g.n)
 	var b []float32
 	if g.transB {
 		b = g.b[j0*g.ldb:]

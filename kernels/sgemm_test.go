@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -147,10 +148,10 @@ func TestSgemmMatchesReference(t *testing.T) {
 	shapes := [][3]int{
 		{1, 1, 1}, {7, 13, 5}, {6, 16, 1}, {5, 17, 3}, {12, 32, 8}, {13, 33, 9},
 		{1, 100, 37}, {100, 1, 37}, {67, 131, 259}, {16, 40, 300}, {0, 5, 3}, {5, 0, 3}, {4, 5, 0},
-		{151, 41, 61}, {41, 151, 61}, // split over two workers by rows, by columns
+		{300, 50, 40}, {40, 300, 50}, // split into chunks by rows, by columns
 	}
 	if !testing.Short() {
-		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64})
+		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64}, [3]int{1100, 37, 33})
 	}
 	scalars := [][2]float32{{1, 0}, {0.5, 0}, {1, 1}, {-1.5, 0.25}, {0, 2}, {0, 0}}
 	pools := testPools()
@@ -276,6 +277,27 @@ func TestParallelCoversRangeOnceAndAllocatesNothing(t *testing.T) {
 		assert.Equal(t, float32(1<<11), d.x[63], "10 runs + 1 warm-up double each element")
 		p.Close()
 	}
+}
+
+// TestParallelRunsChunksConcurrently blocks the first chunk until the second has
+// started: that only finishes if a worker goroutine really runs beside the caller.
+func TestParallelRunsChunksConcurrently(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	var started sync.WaitGroup
+	started.Add(2)
+	both := make(chan struct{})
+	go func() { started.Wait(); close(both) }()
+	ok := make([]bool, 2)
+	p.Parallel(2, func(lo, hi int) {
+		started.Done()
+		select {
+		case <-both:
+			ok[lo] = true
+		case <-time.After(10 * time.Second):
+		}
+	})
+	assert.Equal(t, []bool{true, true}, ok)
 }
 
 // TestPoolConcurrentAndNested shares one pool between goroutines and calls Sgemm from

@@ -63,19 +63,13 @@ func softmaxCausal(row []float32, last int, segK []int32, seg int32) {
 			}
 		}
 	}
-	mx := negInf
-	for _, s := range vis {
-		mx = max(mx, s)
-	}
+	mx := maxOf(vis)
 	if mx == negInf {
 		clear(vis)
 		return
 	}
 	// Masked scores are -Inf and become exactly 0.
-	inv := 1 / ExpShift(vis, vis, 1, -mx)
-	for j := range vis {
-		vis[j] *= inv
-	}
+	scale(vis, 1/ExpShift(vis, vis, 1, -mx))
 }
 
 // AttentionHeadBackward back-propagates dout through AttentionHeadForward for one head. It

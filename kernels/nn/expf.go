@@ -61,3 +61,48 @@ func ExpShift(dst, src []float32, a, b float32) float32 {
 	}
 	return s
 }
+
+// maxOf returns the largest element of x (-Inf for an empty slice). It uses four
+// comparison lanes with plain branches; the max builtin's NaN handling is several times
+// slower on this hot path. NaNs are skipped.
+func maxOf(x []float32) float32 {
+	m0 := float32(math.Inf(-1))
+	m1, m2, m3 := m0, m0, m0
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		if x[i] > m0 {
+			m0 = x[i]
+		}
+		if x[i+1] > m1 {
+			m1 = x[i+1]
+		}
+		if x[i+2] > m2 {
+			m2 = x[i+2]
+		}
+		if x[i+3] > m3 {
+			m3 = x[i+3]
+		}
+	}
+	for ; i < len(x); i++ {
+		if x[i] > m0 {
+			m0 = x[i]
+		}
+	}
+	if m1 > m0 {
+		m0 = m1
+	}
+	if m3 > m2 {
+		m2 = m3
+	}
+	if m2 > m0 {
+		m0 = m2
+	}
+	return m0
+}
+
+// scale multiplies x by s in place.
+func scale(x []float32, s float32) {
+	for i := range x {
+		x[i] *= s
+	}
+}

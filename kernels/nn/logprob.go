@@ -22,10 +22,7 @@ func LogProbForward(logits []float32, vocab int, targets []int32, logp, lse []fl
 // logSumExp is log(sum e^x) using the row's own max for stability. It exponentiates in
 // stack-sized chunks so the vector exp needs no caller scratch.
 func logSumExp(row []float32) float32 {
-	mx := float32(math.Inf(-1))
-	for _, v := range row {
-		mx = max(mx, v)
-	}
+	mx := maxOf(row)
 	if math.IsInf(float64(mx), 0) {
 		return mx
 	}
