@@ -101,7 +101,7 @@ type Engine struct {
 	lmHeadT []float32
 
 	maxBatch int
-	rows     int // scratch rows: max(maxBatch, maxPos)
+	rows     int // activation rows allocated: MaxBatch, grown to the longest prompt prefilled
 	workers  int
 
 	// Per-row activations, rows x width.
@@ -139,8 +139,10 @@ type group struct {
 	prefix *Prefix
 }
 
-// NewEngine prepares an engine for the causal LM m (its weights are read live, so an
-// engine follows training updates to m). It allocates all step scratch up front.
+// NewEngine prepares an engine for the causal LM m. The engine keeps its own transposed
+// copy of the weight matrices (see Sync), so after m's weights change call Sync before
+// sampling again. Decode scratch is allocated up front; Prefill grows its own scratch to
+// the longest prompt seen.
 func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
 	if m == nil || m.W == nil {
 		return nil, errors.New("inference: nil model")
@@ -172,18 +174,15 @@ func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
 	}
 	e.lmHeadT = make([]float32, d.hidden*d.vocab)
 	e.Sync()
-	e.rows = max(e.maxBatch, d.maxPos)
 	f := func(n int) []float32 { return make([]float32, n) }
-	e.x, e.a, e.qkv, e.o = f(e.rows*d.hidden), f(e.rows*d.hidden), f(e.rows*d.qkvDim), f(e.rows*d.qDim)
-	e.gu, e.act = f(e.rows*2*d.inter), f(e.rows*d.inter)
+	e.ensureRows(e.maxBatch)
 	e.logits = f(e.maxBatch * d.vocab)
-	e.pos = make([]int32, e.rows)
-	// Attention scratch per worker: prefill probabilities (maxPos x maxPos), or a decode
-	// item's packed queries, scores and outputs.
+	// Attention scratch per worker: a decode item's packed queries, scores and outputs
+	// (grown by Prefill to hold a prompt's n x n attention probabilities).
 	rep := d.heads / d.kvHeads
 	e.scratch = make([][]float32, e.workers)
 	for i := range e.scratch {
-		e.scratch[i] = f(max(d.maxPos*d.maxPos, e.maxBatch*rep*(2*d.headDim+d.maxPos)))
+		e.scratch[i] = f(e.maxBatch * rep * (2*d.headDim + d.maxPos))
 	}
 	e.probs = make([][]float32, e.maxBatch)
 	e.index = make([][]int32, e.maxBatch)
@@ -195,6 +194,29 @@ func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
 	e.groups = make([]group, 0, e.maxBatch)
 	e.run = e.work
 	return e, nil
+}
+
+// ensureRows grows the per-row activations to hold n rows. Decode never needs more than
+// MaxBatch (allocated up front); a longer prompt grows them once, outside the decode path.
+func (e *Engine) ensureRows(n int) {
+	if n <= e.rows {
+		return
+	}
+	d := &e.d
+	f := func(k int) []float32 { return make([]float32, k) }
+	e.x, e.a, e.qkv, e.o = f(n*d.hidden), f(n*d.hidden), f(n*d.qkvDim), f(n*d.qDim)
+	e.gu, e.act = f(n*2*d.inter), f(n*d.inter)
+	e.pos = make([]int32, n)
+	e.rows = n
+}
+
+// ensurePrefillScratch grows each worker's attention scratch to n x n probabilities.
+func (e *Engine) ensurePrefillScratch(n int) {
+	for i, s := range e.scratch {
+		if len(s) < n*n {
+			e.scratch[i] = make([]float32, n*n)
+		}
+	}
 }
 
 // Sync copies the model's current weights into the engine's transposed layout. NewEngine

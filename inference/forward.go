@@ -39,6 +39,8 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 		return nil, err
 	}
 	start := time.Now()
+	e.ensureRows(n)
+	e.ensurePrefillScratch(n)
 	p := e.takePrefix(n)
 	p.tokens = append(p.tokens[:0], prompt...)
 	d := &e.d

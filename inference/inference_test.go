@@ -394,3 +394,28 @@ func TestScorerMatchesEngineAndBatching(t *testing.T) {
 		require.ErrorContains(t, err, c.want)
 	}
 }
+
+// TestSyncFollowsWeightUpdates checks the engine samples from its snapshot until Sync.
+func TestSyncFollowsWeightUpdates(t *testing.T) {
+	m := newModel(t, testConfig(), 1)
+	e, err := NewEngine(m, Options{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	prompt := []int32{4, 8, 15, 16, 23, 42 % 37}
+	before := fullLogits(t, m, [][]int32{prompt})[0]
+	for i := range m.W.Layers[0].Up {
+		m.W.Layers[0].Up[i] *= -2
+	}
+	after := fullLogits(t, m, [][]int32{prompt})[0]
+	last := func(l []float32) []float32 { return l[(len(prompt)-1)*37:] }
+	require.Greater(t, relErr(last(before), last(after)), 1e-2, "the update changes the logits")
+
+	p, err := e.Prefill(ctx, prompt)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, relErr(p.Logits(), last(before)), 1e-4, "snapshot until Sync")
+	require.NoError(t, e.ReleasePrefix(p))
+	e.Sync()
+	p, err = e.Prefill(ctx, prompt)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, relErr(p.Logits(), last(after)), 1e-4, "current weights after Sync")
+}
