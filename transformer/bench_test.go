@@ -3,7 +3,9 @@ package transformer
 import (
 	"math/rand/v2"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -39,13 +41,14 @@ func BenchmarkTrainStep(b *testing.B) {
 	_, err := m.WeightedNLL(ws, batch, w, g)
 	require.NoError(b, err)
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for b.Loop() {
 		if _, err := m.WeightedNLL(ws, batch, w, g); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(b.N*batch.B*batch.T)/b.Elapsed().Seconds(), "tokens/s")
+	reportThroughput(b, batch, cpu0)
 }
 
 // BenchmarkForward measures the forward pass alone on the bench preset.
@@ -53,11 +56,28 @@ func BenchmarkForward(b *testing.B) {
 	m, ws, batch, _, _ := benchSetup(b)
 	require.NoError(b, m.Forward(ws, batch))
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for b.Loop() {
 		if err := m.Forward(ws, batch); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportThroughput(b, batch, cpu0)
+}
+
+// reportThroughput reports wall-clock tokens/s and the process CPU time per step: on a
+// shared, busy machine the CPU time is the steadier of the two.
+func reportThroughput(b *testing.B, batch *Batch, cpu0 time.Duration) {
 	b.ReportMetric(float64(b.N*batch.B*batch.T)/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+}
+
+// cpuTime is the user+system CPU time used by the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

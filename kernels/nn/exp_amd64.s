@@ -132,6 +132,16 @@ DATA expInf<>+24(SB)/4, $0x7f800000
 DATA expInf<>+28(SB)/4, $0x7f800000
 GLOBL expInf<>(SB), RODATA|NOPTR, $32
 
+DATA expNegInf<>+0(SB)/4, $0xff800000
+DATA expNegInf<>+4(SB)/4, $0xff800000
+DATA expNegInf<>+8(SB)/4, $0xff800000
+DATA expNegInf<>+12(SB)/4, $0xff800000
+DATA expNegInf<>+16(SB)/4, $0xff800000
+DATA expNegInf<>+20(SB)/4, $0xff800000
+DATA expNegInf<>+24(SB)/4, $0xff800000
+DATA expNegInf<>+28(SB)/4, $0xff800000
+GLOBL expNegInf<>(SB), RODATA|NOPTR, $32
+
 // func expShiftAVX2(dst, src []float32, a, b float32) float32
 // dst[i] = e^(a*src[i]+b) for the len(src)/8*8 leading elements; returns their sum.
 TEXT ·expShiftAVX2(SB), NOSPLIT, $0-60
@@ -194,4 +204,50 @@ done:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+56(FP)
+	RET
+
+// func maxAVX2(x []float32) float32
+// Largest of the len(x)/8*8 leading elements (-Inf when there are none).
+TEXT ·maxAVX2(SB), NOSPLIT, $0-28
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	VMOVUPS expNegInf<>(SB), Y0
+	SHRQ $3, CX
+	JZ   maxdone
+
+maxloop:
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  maxloop
+
+maxdone:
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4E, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xB1, X0, X1
+	VMAXPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func scaleAVX2(x []float32, s float32)
+// Multiplies the len(x)/8*8 leading elements by s in place.
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-28
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	VBROADCASTSS s+24(FP), Y1
+	SHRQ $3, CX
+	JZ   scaledone
+
+scaleloop:
+	VMULPS (SI), Y1, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  scaleloop
+
+scaledone:
+	VZEROUPPER
 	RET

@@ -2,5 +2,13 @@
 
 package nn
 
+import "math"
+
 // expShiftVec has no vector path on this architecture.
 func expShiftVec(dst, src []float32, a, b float32) (int, float32) { return 0, 0 }
+
+// maxVec has no vector path on this architecture.
+func maxVec(x []float32) (int, float32) { return 0, float32(math.Inf(-1)) }
+
+// scaleVec has no vector path on this architecture.
+func scaleVec(x []float32, s float32) int { return 0 }

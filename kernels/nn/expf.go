@@ -62,13 +62,12 @@ func ExpShift(dst, src []float32, a, b float32) float32 {
 	return s
 }
 
-// maxOf returns the largest element of x (-Inf for an empty slice). It uses four
-// comparison lanes with plain branches; the max builtin's NaN handling is several times
-// slower on this hot path. NaNs are skipped.
+// maxOf returns the largest element of x (-Inf for an empty slice); NaNs may be skipped.
+// The scalar tail uses plain branches: the max builtin's NaN handling is several times
+// slower on this hot path.
 func maxOf(x []float32) float32 {
-	m0 := float32(math.Inf(-1))
+	i, m0 := maxVec(x)
 	m1, m2, m3 := m0, m0, m0
-	i := 0
 	for ; i+4 <= len(x); i += 4 {
 		if x[i] > m0 {
 			m0 = x[i]
@@ -102,7 +101,7 @@ func maxOf(x []float32) float32 {
 
 // scale multiplies x by s in place.
 func scale(x []float32, s float32) {
-	for i := range x {
+	for i := scaleVec(x, s); i < len(x); i++ {
 		x[i] *= s
 	}
 }

@@ -340,3 +340,22 @@ func TestExpShift(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxAndScale(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	for _, n := range []int{0, 1, 7, 8, 9, 40} {
+		x := randVec(rng, n, 5)
+		want := float32(math.Inf(-1))
+		for _, v := range x {
+			if v > want {
+				want = v
+			}
+		}
+		assert.Equal(t, want, maxOf(x), "n=%d", n)
+		y := append([]float32(nil), x...)
+		scale(y, -0.5)
+		for i := range x {
+			assert.Equal(t, x[i]*-0.5, y[i])
+		}
+	}
+}
