@@ -87,6 +87,10 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*pgxpool.Pool, error
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", RedactDSN(dsn), scrub(err, dsn))
 	}
+	// Name the connections in pg_stat_activity unless the DSN already does.
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "posttrain"
+	}
 	for _, o := range opts {
 		o(cfg)
 	}

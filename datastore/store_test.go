@@ -317,4 +317,7 @@ func TestOpenWithMaxConns(t *testing.T) {
 	require.NoError(t, err)
 	defer pool.Close()
 	assert.Equal(t, int32(3), pool.Config().MaxConns)
+	var app string
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT current_setting('application_name')").Scan(&app))
+	assert.Equal(t, "posttrain", app)
 }
