@@ -111,9 +111,8 @@ type Engine struct {
 	// Per-worker attention scratch: decode scores (maxBatch x maxPos) or prefill
 	// probabilities (maxPos x maxPos).
 	scratch [][]float32
-	// Per-row sampling scratch: vocab floats and vocab indices.
-	probs [][]float32
-	index [][]int32
+	// Per-row token samplers (each owns vocabulary-sized scratch).
+	samplers []*TokenSampler
 
 	// State of the current parallel op, read by work on the pool's goroutines.
 	op     op
@@ -184,11 +183,9 @@ func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
 	for i := range e.scratch {
 		e.scratch[i] = f(e.maxBatch * rep * (2*d.headDim + d.maxPos))
 	}
-	e.probs = make([][]float32, e.maxBatch)
-	e.index = make([][]int32, e.maxBatch)
-	for i := range e.probs {
-		e.probs[i] = f(d.vocab)
-		e.index[i] = make([]int32, d.vocab)
+	e.samplers = make([]*TokenSampler, e.maxBatch)
+	for i := range e.samplers {
+		e.samplers[i] = NewTokenSampler(d.vocab)
 	}
 	e.seqs = make([]*Sequence, 0, e.maxBatch)
 	e.groups = make([]group, 0, e.maxBatch)

@@ -202,6 +202,33 @@ func nucleus(idx []int32, w []float32, target float64) int {
 	return max(hi, 1)
 }
 
+// TokenSampler draws tokens from logits rows with the engine's sampling rules
+// (temperature, then top-k, then top-p, from one uniform number per draw). It owns
+// vocabulary-sized scratch, so each goroutine needs its own; drawing allocates nothing.
+type TokenSampler struct {
+	probs []float32
+	index []int32
+}
+
+// NewTokenSampler returns a sampler for rows of vocab logits.
+func NewTokenSampler(vocab int) *TokenSampler {
+	return &TokenSampler{probs: make([]float32, vocab), index: make([]int32, vocab)}
+}
+
+// Sample draws a token from logits (len == vocab) under p with u uniform in [0,1)
+// (greedy ignores u). It fails on NaN or +Inf logits, or when every logit is -Inf.
+func (s *TokenSampler) Sample(logits []float32, p *Params, u float64) (int32, error) {
+	if len(logits) != len(s.probs) {
+		return -1, fmt.Errorf("sampling: %d logits for a vocabulary of %d", len(logits), len(s.probs))
+	}
+	return sampleToken(logits, p, u, s.probs, s.index)
+}
+
+// LogProb is log softmax(logits)[tok], the token's log-probability at temperature 1.
+func (s *TokenSampler) LogProb(logits []float32, tok int32) float32 {
+	return logProb(logits, tok, s.probs)
+}
+
 // sampleState is the per-row input and output of one batched sampling op.
 type sampleState struct {
 	rows   [][]float32 // logits row per step row
@@ -217,10 +244,11 @@ func (e *Engine) sampleRows(lo, hi int) {
 	st := &e.sample
 	for r := lo; r < hi; r++ {
 		p := st.params[r]
-		tok, err := sampleToken(st.rows[r], p, st.rngs[r].Float64(), e.probs[r], e.index[r])
+		ts := e.samplers[r]
+		tok, err := ts.Sample(st.rows[r], p, st.rngs[r].Float64())
 		st.tokens[r], st.errs[r] = tok, err
 		if err == nil && p.LogProbs {
-			st.logp[r] = logProb(st.rows[r], tok, e.probs[r])
+			st.logp[r] = ts.LogProb(st.rows[r], tok)
 		}
 	}
 }

@@ -14,11 +14,10 @@ import (
 // probability under the sampler times n, up to rounding.
 func frequencies(t *testing.T, logits []float32, p Params, n int) []float64 {
 	t.Helper()
-	probs := make([]float32, len(logits))
-	idx := make([]int32, len(logits))
+	ts := NewTokenSampler(len(logits))
 	freq := make([]float64, len(logits))
 	for i := range n {
-		tok, err := sampleToken(logits, &p, (float64(i)+0.5)/float64(n), probs, idx)
+		tok, err := ts.Sample(logits, &p, (float64(i)+0.5)/float64(n))
 		require.NoError(t, err)
 		freq[tok]++
 	}
@@ -87,6 +86,8 @@ func TestSamplerRejectsNonFinite(t *testing.T) {
 		_, err := sampleToken(logits, &Params{Temperature: 1}, 0.5, make([]float32, 3), make([]int32, 3))
 		require.ErrorIs(t, err, errNonFinite)
 	}
+	_, err := NewTokenSampler(4).Sample([]float32{1, 2}, &Params{Temperature: 1}, 0.5)
+	require.ErrorContains(t, err, "2 logits for a vocabulary of 4")
 	// -Inf logits are masked tokens, not an error.
 	logits := []float32{float32(math.Inf(-1)), 0, float32(math.Inf(-1))}
 	tok, err := sampleToken(logits, &Params{Temperature: 1}, 0.99, make([]float32, 3), make([]int32, 3))
