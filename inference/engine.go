@@ -26,7 +26,13 @@ type dims struct {
 	vocab, hidden, inter, layers, heads, kvHeads, headDim int
 	qDim, kvDim, qkvDim, maxPos                           int
 	eps, scale                                            float32
+	// Row strides of the transposed weights: each output width plus padLd, because
+	// power-of-two strides alias in the cache when the sgemm packs rows.
+	qkvLd, hLd, guLd, vocabLd int
 }
+
+// padLd pads the row stride of the transposed weights by one cache line.
+const padLd = 16
 
 func dimsOf(c transformer.Config) dims {
 	hd := c.HeadDimension()
@@ -37,6 +43,7 @@ func dimsOf(c transformer.Config) dims {
 	}
 	d.qDim, d.kvDim = d.heads*hd, d.kvHeads*hd
 	d.qkvDim = d.qDim + 2*d.kvDim
+	d.qkvLd, d.hLd, d.guLd, d.vocabLd = d.qkvDim+padLd, d.hidden+padLd, 2*d.inter+padLd, d.vocab+padLd
 	return d
 }
 
@@ -58,10 +65,10 @@ func RequestKVBytes(cfg transformer.Config, promptLen, samples, maxNewTokens int
 // q/k/v and gate/up projections are fused so each costs one matmul.
 type layerWeights struct {
 	inputNorm, postNorm []float32 // live views of the model's gains
-	qkvT                []float32 // [hidden, qDim+2*kvDim]
-	oT                  []float32 // [qDim, hidden]
-	gateUpT             []float32 // [hidden, 2*inter]
-	downT               []float32 // [inter, hidden]
+	qkvT                []float32 // [hidden, qDim+2*kvDim], row stride qkvLd
+	oT                  []float32 // [qDim, hidden], row stride hLd
+	gateUpT             []float32 // [hidden, 2*inter], row stride guLd
+	downT               []float32 // [inter, hidden], row stride hLd
 }
 
 // Options size an Engine.
@@ -97,7 +104,7 @@ type Engine struct {
 	d    dims
 	rope *nn.RoPE
 	w    []layerWeights
-	// lmHeadT is the LM head transposed, [hidden, vocab].
+	// lmHeadT is the LM head transposed, [hidden, vocab], row stride vocabLd.
 	lmHeadT []float32
 
 	maxBatch int
@@ -167,11 +174,11 @@ func NewEngine(m *transformer.Model, opts Options) (*Engine, error) {
 	e.w = make([]layerWeights, d.layers)
 	for l := range e.w {
 		e.w[l] = layerWeights{
-			qkvT: make([]float32, d.hidden*d.qkvDim), oT: make([]float32, d.qDim*d.hidden),
-			gateUpT: make([]float32, d.hidden*2*d.inter), downT: make([]float32, d.inter*d.hidden),
+			qkvT: make([]float32, d.hidden*d.qkvLd), oT: make([]float32, d.qDim*d.hLd),
+			gateUpT: make([]float32, d.hidden*d.guLd), downT: make([]float32, d.inter*d.hLd),
 		}
 	}
-	e.lmHeadT = make([]float32, d.hidden*d.vocab)
+	e.lmHeadT = make([]float32, d.hidden*d.vocabLd)
 	e.Sync()
 	f := func(n int) []float32 { return make([]float32, n) }
 	e.ensureRows(e.maxBatch)
@@ -226,15 +233,15 @@ func (e *Engine) Sync() {
 		lw, src := &e.w[l], &W.Layers[l]
 		lw.inputNorm, lw.postNorm = src.InputNorm, src.PostAttnNorm
 		// Fused outputs are columns side by side: q | k | v and gate | up.
-		transposeInto(lw.qkvT, d.qkvDim, 0, src.Q, d.qDim, d.hidden)
-		transposeInto(lw.qkvT, d.qkvDim, d.qDim, src.K, d.kvDim, d.hidden)
-		transposeInto(lw.qkvT, d.qkvDim, d.qDim+d.kvDim, src.V, d.kvDim, d.hidden)
-		transposeInto(lw.oT, d.hidden, 0, src.O, d.hidden, d.qDim)
-		transposeInto(lw.gateUpT, 2*d.inter, 0, src.Gate, d.inter, d.hidden)
-		transposeInto(lw.gateUpT, 2*d.inter, d.inter, src.Up, d.inter, d.hidden)
-		transposeInto(lw.downT, d.hidden, 0, src.Down, d.hidden, d.inter)
+		transposeInto(lw.qkvT, d.qkvLd, 0, src.Q, d.qDim, d.hidden)
+		transposeInto(lw.qkvT, d.qkvLd, d.qDim, src.K, d.kvDim, d.hidden)
+		transposeInto(lw.qkvT, d.qkvLd, d.qDim+d.kvDim, src.V, d.kvDim, d.hidden)
+		transposeInto(lw.oT, d.hLd, 0, src.O, d.hidden, d.qDim)
+		transposeInto(lw.gateUpT, d.guLd, 0, src.Gate, d.inter, d.hidden)
+		transposeInto(lw.gateUpT, d.guLd, d.inter, src.Up, d.inter, d.hidden)
+		transposeInto(lw.downT, d.hLd, 0, src.Down, d.hidden, d.inter)
 	}
-	transposeInto(e.lmHeadT, d.vocab, 0, W.LMHead, d.vocab, d.hidden)
+	transposeInto(e.lmHeadT, d.vocabLd, 0, W.LMHead, d.vocab, d.hidden)
 }
 
 // transposeInto writes src ([rows, cols]) transposed into dst ([cols, ld]) starting at

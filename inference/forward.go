@@ -54,7 +54,7 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 		e.layer = l
 		w := &e.w[l]
 		e.par(opNorm1, n)
-		e.pool.Sgemm(false, false, n, d.qkvDim, h, 1, e.a, h, w.qkvT, d.qkvDim, 0, e.qkv, d.qkvDim)
+		e.pool.Sgemm(false, false, n, d.qkvDim, h, 1, e.a, h, w.qkvT, d.qkvLd, 0, e.qkv, d.qkvDim)
 		e.par(opRoPE, n)
 		e.par(opPrefillAttn, d.heads)
 		// The rotated keys (transposed per head) and the values go into the prefix cache.
@@ -71,7 +71,7 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 	// Only the last position's logits are needed to sample the first new token.
 	last := (n - 1) * h
 	nn.RMSNormForward(e.x[last:last+h], e.m.W.Norm, e.a[:h], nil, h, d.eps)
-	e.pool.Sgemm(false, false, 1, d.vocab, h, 1, e.a, h, e.lmHeadT, d.vocab, 0, p.logits, d.vocab)
+	e.pool.Sgemm(false, false, 1, d.vocab, h, 1, e.a, h, e.lmHeadT, d.vocabLd, 0, p.logits, d.vocab)
 	e.prefix = nil
 	e.stats.Prompts++
 	e.stats.PrefillTokens += int64(n)
@@ -84,11 +84,11 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 func (e *Engine) mlp(w *layerWeights, n int) {
 	d := &e.d
 	h := d.hidden
-	e.pool.Sgemm(false, false, n, h, d.qDim, 1, e.o, d.qDim, w.oT, h, 1, e.x, h)
+	e.pool.Sgemm(false, false, n, h, d.qDim, 1, e.o, d.qDim, w.oT, d.hLd, 1, e.x, h)
 	e.par(opNorm2, n)
-	e.pool.Sgemm(false, false, n, 2*d.inter, h, 1, e.a, h, w.gateUpT, 2*d.inter, 0, e.gu, 2*d.inter)
+	e.pool.Sgemm(false, false, n, 2*d.inter, h, 1, e.a, h, w.gateUpT, d.guLd, 0, e.gu, 2*d.inter)
 	e.par(opSwiGLU, n)
-	e.pool.Sgemm(false, false, n, h, d.inter, 1, e.act, d.inter, w.downT, h, 1, e.x, h)
+	e.pool.Sgemm(false, false, n, h, d.inter, 1, e.act, d.inter, w.downT, d.hLd, 1, e.x, h)
 }
 
 // Decode feeds tokens[i] to seqs[i] (one token each, at the sequence's next position) and
@@ -133,7 +133,7 @@ func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 		e.layer = l
 		w := &e.w[l]
 		e.par(opNorm1, m)
-		e.pool.Sgemm(false, false, m, d.qkvDim, h, 1, e.a, h, w.qkvT, d.qkvDim, 0, e.qkv, d.qkvDim)
+		e.pool.Sgemm(false, false, m, d.qkvDim, h, 1, e.a, h, w.qkvT, d.qkvLd, 0, e.qkv, d.qkvDim)
 		e.par(opRoPE, m)
 		for i, s := range seqs {
 			row := e.qkv[i*d.qkvDim:]
@@ -152,7 +152,7 @@ func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 	}
 	nn.RMSNormForward(e.x[:m*h], e.m.W.Norm, e.a[:m*h], nil, h, d.eps)
 	logits := e.logits[:m*d.vocab]
-	e.pool.Sgemm(false, false, m, d.vocab, h, 1, e.a, h, e.lmHeadT, d.vocab, 0, logits, d.vocab)
+	e.pool.Sgemm(false, false, m, d.vocab, h, 1, e.a, h, e.lmHeadT, d.vocabLd, 0, logits, d.vocab)
 	clear(e.seqs)
 	e.seqs = e.seqs[:0]
 	e.stats.DecodeTokens += int64(m)
