@@ -44,6 +44,7 @@ type Sequence struct {
 	n, cap int
 	kv     []float32 // per layer: keys [kvHeads][headDim][cap] then values [cap, kvDim]
 	kvDim  int
+	step   uint64 // the engine's last Decode that fed this sequence
 }
 
 // Len is the number of tokens fed to the sequence after its prompt.

@@ -131,6 +131,7 @@ type Engine struct {
 	groups []group
 	run    func(lo, hi int)
 	sample sampleState
+	step   uint64 // Decode call counter, to catch a sequence given twice
 
 	// Free lists so steady-state serving does not allocate cache memory.
 	freeSuffix [][]float32

@@ -109,13 +109,17 @@ func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 		return nil, err
 	}
 	e.groups = e.groups[:0]
+	e.step++
 	for i, s := range seqs {
 		switch {
 		case s == nil || s.kv == nil:
 			return nil, fmt.Errorf("inference: sequence %d is nil or released", i)
 		case s.n >= s.cap:
 			return nil, fmt.Errorf("inference: sequence %d is full (%d tokens)", i, s.cap)
+		case s.step == e.step:
+			return nil, fmt.Errorf("inference: sequence %d appears twice in one decode step", i)
 		}
+		s.step = e.step
 		e.pos[i] = int32(s.Position())
 		if k := len(e.groups); k > 0 && e.groups[k-1].prefix == s.prefix {
 			e.groups[k-1].hi = i + 1

@@ -132,6 +132,12 @@ func TestCachedLogitsMatchFullForward(t *testing.T) {
 		assert.Equal(t, int64(len(seqs)*steps), st.DecodeTokens)
 		_, err = e.Decode(seqs[:1], feed[:1])
 		require.ErrorContains(t, err, "is full")
+		fresh, err := e.NewSequence(seqs[0].Prefix(), 2)
+		require.NoError(t, err)
+		_, err = e.Decode([]*Sequence{fresh, fresh}, feed[:2])
+		require.ErrorContains(t, err, "sequence 1 appears twice")
+		_, err = e.Decode([]*Sequence{fresh}, []int32{99})
+		require.ErrorContains(t, err, "decode token 99 at index 0 is outside the vocabulary")
 	}
 }
 
