@@ -425,3 +425,19 @@ func TestSyncFollowsWeightUpdates(t *testing.T) {
 	require.NoError(t, err)
 	assert.LessOrEqual(t, relErr(p.Logits(), last(after)), 1e-4, "current weights after Sync")
 }
+
+// TestSameOutputAcrossThreadCounts checks that the worker count does not change samples.
+func TestSameOutputAcrossThreadCounts(t *testing.T) {
+	var outs [][]Completion
+	for _, workers := range []int{1, 2, 3} {
+		m := newModel(t, testConfig(), workers)
+		e, err := NewEngine(m, Options{MaxBatch: 8})
+		require.NoError(t, err)
+		out, err := e.Generate(context.Background(), Request{Prompt: []int32{9, 8, 7, 6, 5, 4, 3, 2, 1}, Samples: 8,
+			Params: Params{MaxNewTokens: 30, Temperature: 0.9, TopP: 0.95, Seed: 5, LogProbs: true}})
+		require.NoError(t, err)
+		outs = append(outs, out)
+	}
+	assert.Equal(t, outs[0], outs[1])
+	assert.Equal(t, outs[0], outs[2])
+}
