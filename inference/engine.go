@@ -126,7 +126,6 @@ type Engine struct {
 	slot   atomic.Int32 // next free scratch slot of the current op
 	layer  int
 	n      int // rows in this step (or prompt length in prefill)
-	prefix *Prefix
 	seqs   []*Sequence
 	groups []group
 	run    func(lo, hi int)

@@ -49,7 +49,7 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 	for i := range n {
 		e.pos[i] = int32(i)
 	}
-	e.n, e.prefix = n, p
+	e.n = n
 	for l := range e.w {
 		e.layer = l
 		w := &e.w[l]
@@ -72,7 +72,6 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 	last := (n - 1) * h
 	nn.RMSNormForward(e.x[last:last+h], e.m.W.Norm, e.a[:h], nil, h, d.eps)
 	e.pool.Sgemm(false, false, 1, d.vocab, h, 1, e.a, h, e.lmHeadT, d.vocabLd, 0, p.logits, d.vocab)
-	e.prefix = nil
 	e.stats.Prompts++
 	e.stats.PrefillTokens += int64(n)
 	e.stats.PrefillTime += time.Since(start)
@@ -94,7 +93,7 @@ func (e *Engine) mlp(w *layerWeights, n int) {
 // Decode feeds tokens[i] to seqs[i] (one token each, at the sequence's next position) and
 // returns the next-token logits, len(seqs) rows of vocab, valid until the next call.
 // Sequences sharing a prefix should be adjacent in seqs: each run of them reads the
-// prefix's keys with one matmul per head. It allocates nothing.
+// prefix's keys and values with one matmul per key/value head. It allocates nothing.
 func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 	m := len(seqs)
 	switch {
