@@ -234,6 +234,15 @@ func TestGreedyMatchesArgmaxAndStops(t *testing.T) {
 		}
 		assert.Equal(t, int32(best), tok, "token %d", i)
 	}
+	// One new token comes straight from the prompt's logits, with no decode step.
+	decodes := e.Stats().DecodeTokens
+	one, err := e.Generate(ctx, Request{Prompt: prompt, Samples: 3, Params: Params{MaxNewTokens: 1, Greedy: true}})
+	require.NoError(t, err)
+	for _, c := range one {
+		assert.Equal(t, out[0].Tokens[:1], c.Tokens)
+		assert.Equal(t, FinishLength, c.FinishReason)
+	}
+	assert.Equal(t, decodes, e.Stats().DecodeTokens)
 	// Stopping at the third token's id ends the sample at its first occurrence.
 	stop := out[0].Tokens[2]
 	first := 0
