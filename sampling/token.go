@@ -97,10 +97,18 @@ func (s *tokenSampler) draw(logits []float32, p *Params, u float64) (int32, erro
 	}
 	inv := float32(1 / p.Temperature)
 	var total float64
-	for _, i := range cand {
-		e := nn.Exp32((logits[i] - mx) * inv)
-		s.w[i] = e
-		total += float64(e)
+	if len(cand) == len(logits) {
+		// The whole vocabulary: one vectorised pass of e^((l-max)/T).
+		nn.ExpShift(s.w[:len(logits)], logits, inv, -mx*inv)
+		for _, e := range s.w[:len(logits)] {
+			total += float64(e)
+		}
+	} else {
+		for _, i := range cand {
+			e := nn.Exp32((logits[i] - mx) * inv)
+			s.w[i] = e
+			total += float64(e)
+		}
 	}
 	if p.TopP > 0 && p.TopP < 1 {
 		cand = cand[:nucleusSize(cand, s.w, p.TopP*total)]
