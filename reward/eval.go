@@ -19,6 +19,9 @@ type EvalOptions struct {
 	// SimilarityThreshold drops near-identical pairs from the metrics, as in training;
 	// 0 (the default) evaluates every pair.
 	SimilarityThreshold float64
+	// Progress, when set, is called after each forward pass with the sequences scored
+	// so far and the total.
+	Progress func(done, total int)
 }
 
 // EvalResult is a reward model's quality on held-out pairs.
@@ -68,7 +71,7 @@ func Evaluate(ctx context.Context, m *transformer.Model, rows []datasets.Encoded
 	if err != nil {
 		return EvalResult{}, nil, err
 	}
-	return ev.run(ctx, sc)
+	return ev.run(ctx, sc, opts.Progress)
 }
 
 // longestRow is the length of the longest prompt+response of rows.
@@ -116,8 +119,8 @@ func newEvaluator(rows []datasets.EncodedPreference, prep []prepared, st FilterS
 }
 
 // run scores every sequence with sc and computes the metrics over the kept pairs.
-func (e *evaluator) run(ctx context.Context, sc *Scorer) (EvalResult, [][]float64, error) {
-	flat, err := sc.Score(ctx, e.seqs)
+func (e *evaluator) run(ctx context.Context, sc *Scorer, progress func(done, total int)) (EvalResult, [][]float64, error) {
+	flat, err := sc.ScoreProgress(ctx, e.seqs, progress)
 	if err != nil {
 		return EvalResult{}, nil, fmt.Errorf("reward: evaluate: %w", err)
 	}

@@ -99,6 +99,12 @@ func (s *Scorer) forward(seqs []datasets.Sequence) error {
 // Score returns the reward of every sequence, in input order. Sequences are sorted by
 // length and run in batches of MaxBatch, so each batch pads to a similar length.
 func (s *Scorer) Score(ctx context.Context, seqs []datasets.Sequence) ([]float64, error) {
+	return s.ScoreProgress(ctx, seqs, nil)
+}
+
+// ScoreProgress is Score calling progress (when non-nil) after each batch with the
+// sequences scored so far and the total.
+func (s *Scorer) ScoreProgress(ctx context.Context, seqs []datasets.Sequence, progress func(done, total int)) ([]float64, error) {
 	out := make([]float64, len(seqs))
 	for i, q := range seqs {
 		if q.Len() == 0 {
@@ -127,6 +133,9 @@ func (s *Scorer) Score(ctx context.Context, seqs []datasets.Sequence) ([]float64
 		}
 		for j, i := range idx {
 			out[i] = float64(s.ws.Rewards[j])
+		}
+		if progress != nil {
+			progress(lo+len(idx), len(seqs))
 		}
 	}
 	return out, nil

@@ -186,7 +186,7 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 		if ev == nil {
 			return nil
 		}
-		r, _, err := ev.run(ctx, sc)
+		r, _, err := ev.run(ctx, sc, nil)
 		if err != nil {
 			return err
 		}

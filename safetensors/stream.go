@@ -51,7 +51,7 @@ func CreateStream(path string, specs []TensorSpec, metadata map[string]string) (
 	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	w := &StreamWriter{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), specs: specs, buf: make([]byte, 4*streamChunk)}
+	w := &StreamWriter{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<18), specs: specs, buf: make([]byte, 4*streamChunk)}
 	var lenBuf [8]byte
 	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
 	if _, err := w.bw.Write(lenBuf[:]); err != nil {

@@ -54,6 +54,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newTokenizerCmd,
 		newGenerateCmd, newEvalCmd,
 		newSFTCmd, newDPOCmd,
+		newRewardCmd, newAverageCmd,
 	}
 }
 
