@@ -1,3 +1,35 @@
-// Package sampling runs rejection sampling: K samples per prompt from the policy with the
-// prompt's KV cache shared, admission control by KV memory, and reward-model selection.
+// Package sampling runs the rejection-sampling stage of the Llama 3 recipe: for each
+// prompt, K samples from the current policy, each scored by the reward model, the best
+// kept as SFT data. It knows nothing of Temporal or PostgreSQL: the caller stores the
+// returned candidates.
+//
+// # Memory and sharing
+//
+// A prompt is prefilled once (inference.Engine.Prefill) and its KV cache is read by all K
+// samples, each of which owns only the cache of its own generated tokens. Admission
+// control reserves, per prompt, the worst case of its prompt plus K x MaxNewTokens
+// positions (inference.RequestKVBytes) and admits prompts in input order only while the
+// reservations fit Options.KVBudget, so a sample never waits for memory, and nothing is
+// evicted or recomputed once started. The samples of every admitted prompt decode
+// together, MaxBatch rows per decode call, so several prompts fill one batch. A prompt
+// whose reservation alone exceeds the budget is an error naming it, before any work.
+//
+// # Determinism and shards
+//
+// Each sample draws from its own RNG seeded by (run seed, prompt ID) and the sample
+// index, and a sample's computation does not depend on what else shares its batch, so a
+// run over any Shard of the prompts gives exactly the candidates the full run gives for
+// those prompts, and a resumed run (Options.Done) gives the rest.
+//
+// # Selection
+//
+// Every candidate is returned with its reward, finish reason and selection flags.
+// Selection keeps the TopN highest rewards per prompt (default 1, best-of-K), optionally
+// above MinReward and with identical completions counted once (Dedup). Named choices
+// where the paper is silent: truncated samples (cut at MaxNewTokens) and empty answers
+// are not selected unless KeepTruncated; ties go to the lower sample index; with several
+// system prompts, each prompt's is picked by a hash of its ID.
+//
+// The token sampler (temperature, top-k, top-p) lives here because the inference
+// package does not export its own; see Params.
 package sampling

@@ -75,3 +75,23 @@ func TestSelectIsRepeatable(t *testing.T) {
 	Select(cs, Selection{TopN: 1})
 	assert.Equal(t, []int{1}, selectedIdx(cs), "a second selection replaces the first")
 }
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"1024", 1024}, {"64MiB", 64 << 20}, {"64mib", 64 << 20}, {"1.5GiB", 3 << 29}, {"500MB", 500e6}, {"2k", 2048}, {"10 B", 10},
+	}
+	for _, tc := range tests {
+		got, err := ParseByteSize(tc.in)
+		assert.NoError(t, err, tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+	}
+	for _, bad := range []string{"", "-5", "abc", "0", "12XB", "NaN"} {
+		_, err := ParseByteSize(bad)
+		assert.Error(t, err, bad)
+	}
+	assert.Equal(t, "64.0 MiB", FormatBytes(64<<20))
+	assert.Equal(t, "512 B", FormatBytes(512))
+}

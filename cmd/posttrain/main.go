@@ -53,6 +53,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newModelCmd, newPretrainCmd, newBenchCmd,
 		newTokenizerCmd,
 		newGenerateCmd, newEvalCmd,
+		newSampleCmd,
 		newSFTCmd, newDPOCmd,
 		newRewardCmd, newAverageCmd,
 	}

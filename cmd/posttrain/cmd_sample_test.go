@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/sampling"
+	"github.com/posttrain/posttrain/transformer"
+)
+
+// rsFixture saves a tiny random policy (with the tokenizer tests' tokenizer), a random
+// reward model, and a prompts file mixing text, messages and ids rows.
+func rsFixture(t *testing.T) (policy, rm, prompts string) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	pool := kernels.NewPool(1)
+	t.Cleanup(pool.Close)
+	cfg, err := transformer.Preset("tiny")
+	require.NoError(t, err)
+	m, err := transformer.New(cfg, pool)
+	require.NoError(t, err)
+	m.Init(3)
+	policy, rm = filepath.Join(dir, "policy"), filepath.Join(dir, "rm")
+	require.NoError(t, checkpoint.Save(ctx, policy, m, checkpoint.SaveOptions{TokenizerFrom: "../../tokenizer/testdata/tiny_llama3.json"}))
+	rcfg := cfg
+	rcfg.Architectures = []string{transformer.ArchSequenceClassifier}
+	rcfg.NumLabels = 1
+	r, err := transformer.New(rcfg, pool)
+	require.NoError(t, err)
+	r.Init(4)
+	require.NoError(t, checkpoint.Save(ctx, rm, r, checkpoint.SaveOptions{}))
+	prompts = filepath.Join(dir, "prompts.jsonl")
+	require.NoError(t, os.WriteFile(prompts, []byte(`{"id": "q1", "prompt": "Name a prime."}
+{"prompt": [{"role": "user", "content": "Add 2 and 3."}]}
+{"messages": [{"role": "user", "content": "Say hi."}]}
+{"id": "q4", "prompt_ids": [1, 2, 3, 4]}
+`), 0o644))
+	return policy, rm, prompts
+}
+
+func rsRun(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func TestSampleCommand(t *testing.T) {
+	policy, rm, prompts := rsFixture(t)
+	dir := t.TempDir()
+	out, all := filepath.Join(dir, "selected.jsonl"), filepath.Join(dir, "all.jsonl")
+	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
+		"--system", "Be brief.", "--kv-budget", "1MiB", "--out", out, "--candidates", all, "--json", "--threads", "1")
+	require.NoError(t, err, stderr)
+	var sum sampleSummary
+	require.NoError(t, json.Unmarshal([]byte(stdout), &sum), stdout)
+	assert.Equal(t, 4, sum.Prompts)
+	assert.Equal(t, 16, sum.Stats.Samples)
+	assert.Equal(t, 3*sum.Stats.PrefillTokens, sum.Stats.PrefillTokensSaved, "K=4: each prompt prefilled once, saved 3 times")
+	assert.LessOrEqual(t, sum.Stats.PeakKVBytes, int64(1<<20))
+	assert.Positive(t, sum.Selected)
+	assert.Contains(t, stderr, "sampling K=4")
+
+	// The selected rows are SFT rows.
+	rows, err := datasets.ReadSFTFile(out, datasets.ReadOptions{})
+	require.NoError(t, err)
+	assert.Len(t, rows, sum.Selected)
+	// Every candidate is written.
+	data, err := os.ReadFile(all)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	require.Len(t, lines, 16)
+	var c sampling.Candidate
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &c))
+	assert.Equal(t, "q1", c.PromptID)
+	assert.NotEmpty(t, c.Tokens)
+
+	// Two shards give the unsharded run's candidates.
+	var union []string
+	for _, shard := range []string{"0", "1"} {
+		part := filepath.Join(dir, "all-"+shard+".jsonl")
+		_, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+			"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
+			"--system", "Be brief.", "--kv-budget", "1MiB", "--out", filepath.Join(dir, "sel-"+shard+".jsonl"),
+			"--candidates", part, "--shards", "2", "--shard", shard, "--threads", "1")
+		require.NoError(t, err, stderr)
+		b, err := os.ReadFile(part)
+		require.NoError(t, err)
+		union = append(union, strings.Split(strings.TrimSpace(string(b)), "\n")...)
+	}
+	assert.Equal(t, lines, union)
+}
+
+func TestSampleCommandHumanSummary(t *testing.T) {
+	policy, rm, prompts := rsFixture(t)
+	out := filepath.Join(t.TempDir(), "selected.jsonl")
+	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		"--k", "2", "--max-new-tokens", "4", "--out", out, "--threads", "1")
+	require.NoError(t, err, stderr)
+	for _, want := range []string{"prompts", "samples", "prefill tokens", "peak KV cache", "samples/s"} {
+		assert.Contains(t, stdout, want)
+	}
+}
+
+func TestSampleCommandErrors(t *testing.T) {
+	policy, rm, prompts := rsFixture(t)
+	out := filepath.Join(t.TempDir(), "selected.jsonl")
+	base := []string{"sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out, "--threads", "1"}
+	tests := []struct {
+		name  string
+		extra []string
+		want  string
+	}{
+		{"budget too small", []string{"--kv-budget", "4KiB"}, `prompt "q1" (line 1) can never be admitted`},
+		{"bad budget", []string{"--kv-budget", "lots"}, "--kv-budget"},
+		{"reward model is a causal LM", []string{"--reward-model", policy}, "not a reward model"},
+		{"policy is a reward model", []string{"--policy", rm}, "needs a causal LM"},
+		{"bad shard", []string{"--shards", "2", "--shard", "2"}, "--shards/--shard"},
+		{"bad k", []string{"--k", "0"}, "--k must be"},
+		{"too long", []string{"--max-new-tokens", "1000"}, "max_position_embeddings"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := rsRun(t, append(append([]string{}, base...), tc.extra...)...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			_, statErr := os.Stat(out)
+			assert.True(t, os.IsNotExist(statErr), "no output on error")
+		})
+	}
+}
