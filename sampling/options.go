@@ -43,8 +43,11 @@ type Options struct {
 	Done map[string]bool
 	// Tokenizer, when set, fills each candidate's Text.
 	Tokenizer *tokenizer.Tokenizer
-	// Progress, when set, is called after each prompt finishes (or is skipped).
-	Progress func(Progress)
+	// Progress, when set, is called after each prompt finishes, and also between decode
+	// steps whenever ProgressInterval has passed since the last call (0: only per
+	// prompt), so a heartbeat keeps beating through long prompts.
+	Progress         func(Progress)
+	ProgressInterval time.Duration
 	// OnPrompt, when set, receives each finished prompt's scored candidates as soon as
 	// they are selected, so a caller can store them before the run ends (an error stops
 	// the run).

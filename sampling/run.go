@@ -166,7 +166,7 @@ func (s *Sampler) Run(ctx context.Context, prompts []Prompt) (*Result, error) {
 	}
 	start := time.Now()
 	eng0 := s.eng.Stats()
-	r := &run{s: s, res: res, start: start, total: len(prompts)}
+	r := &run{s: s, res: res, start: start, total: len(prompts), lastProgress: start}
 	err := r.loop(ctx, todo)
 	r.release()
 	// Prompts finish out of order when a later one's samples stop sooner.
@@ -199,6 +199,8 @@ type run struct {
 	res   *Result
 	start time.Time
 	total int
+
+	lastProgress time.Time
 
 	live     []*sample // in admission order, so a prompt's samples are adjacent
 	jobs     []*job
@@ -237,7 +239,19 @@ func (r *run) loop(ctx context.Context, todo []*Prompt) error {
 		if err := r.retire(ctx); err != nil {
 			return err
 		}
+		if o.Progress != nil && o.ProgressInterval > 0 && time.Since(r.lastProgress) >= o.ProgressInterval {
+			r.progress("")
+		}
 	}
+}
+
+// progress reports a snapshot; last is the prompt that just finished ("" for none).
+func (r *run) progress(last string) {
+	st := &r.res.Stats
+	el := time.Since(r.start)
+	r.lastProgress = time.Now()
+	r.s.opts.Progress(Progress{PromptsDone: st.Prompts + st.Skipped, PromptsTotal: r.total, Samples: st.Samples,
+		SamplesPerSec: float64(st.Samples) / max(el.Seconds(), 1e-9), Elapsed: el, DecodeSteps: st.DecodeSteps, LastPromptID: last})
 }
 
 // admit prefills p (once, or once per sample without sharing), starts its K samples,
@@ -480,9 +494,7 @@ func (r *run) finish(ctx context.Context, j *job) error {
 		}
 	}
 	if o.Progress != nil {
-		el := time.Since(r.start)
-		o.Progress(Progress{PromptsDone: st.Prompts + st.Skipped, PromptsTotal: r.total, Samples: st.Samples,
-			SamplesPerSec: float64(st.Samples) / max(el.Seconds(), 1e-9), Elapsed: el, DecodeSteps: st.DecodeSteps, LastPromptID: j.p.ID})
+		r.progress(j.p.ID)
 	}
 	return nil
 }

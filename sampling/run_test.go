@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/inference"
@@ -254,4 +255,28 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	assert.ErrorContains(t, err, "not a LlamaForSequenceClassification")
 	_, err = e.scorer.Score(context.Background(), []datasets.Sequence{{}})
 	assert.ErrorContains(t, err, "sequence 0 has 0 tokens")
+}
+
+func TestProgressBetweenPrompts(t *testing.T) {
+	e := newEnv(t)
+	prompts := idPrompts(2, 9, 512)
+	o := baseOpts()
+	o.Params.StopTokens = nil
+	o.ProgressInterval = time.Nanosecond // every decode step
+	var calls []Progress
+	o.Progress = func(p Progress) { calls = append(calls, p) }
+	res, err := Run(context.Background(), e.policy, e.scorer, prompts, o)
+	require.NoError(t, err)
+	finished := 0
+	for i, p := range calls {
+		if p.LastPromptID != "" {
+			finished++
+		}
+		if i > 0 {
+			assert.GreaterOrEqual(t, p.DecodeSteps, calls[i-1].DecodeSteps)
+		}
+		assert.Equal(t, 2, p.PromptsTotal)
+	}
+	assert.Equal(t, 2, finished, "one call per finished prompt")
+	assert.Greater(t, len(calls), int(res.Stats.DecodeSteps)/2, "heartbeats between prompts")
 }
