@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -37,6 +38,12 @@ func WithPureGo() Option { return WithKernel("go") }
 // should both run multi-threaded (with more workers than cores in total, the OS shares
 // the cores).
 type Pool struct {
+	*pool
+}
+
+// pool is the state the worker goroutines share. It is separate from Pool so that an
+// unreachable Pool can be collected and its workers stopped (see NewPool).
+type pool struct {
 	workers int
 	kern    *microKernel
 
@@ -70,7 +77,9 @@ type task struct {
 // maxChunks bounds a call's chunk count so it fits the claim word.
 const maxChunks = 1<<16 - 1
 
-// NewPool returns a pool of n workers (n < 1 means 1).
+// NewPool returns a pool of n workers (n < 1 means 1). Call Close when done; a Pool that
+// becomes unreachable without Close has its goroutines stopped by a cleanup, so a
+// forgotten Close leaks nothing for long.
 func NewPool(n int, opts ...Option) *Pool {
 	if n < 1 {
 		n = 1
@@ -79,7 +88,7 @@ func NewPool(n int, opts ...Option) *Pool {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	p := &Pool{
+	p := &pool{
 		workers: n,
 		kern:    selectKernel(cfg.kernel),
 		wake:    make([]chan struct{}, n-1),
@@ -93,7 +102,9 @@ func NewPool(n int, opts ...Option) *Pool {
 		p.wake[i] = make(chan struct{}, 1)
 		go p.worker(p.bufs[i+1], p.wake[i])
 	}
-	return p
+	h := &Pool{p}
+	runtime.AddCleanup(h, func(p *pool) { p.close() }, p)
+	return h
 }
 
 // Workers is the number of workers.
@@ -104,7 +115,9 @@ func (p *Pool) Kernel() string { return p.kern.name }
 
 // Close stops the worker goroutines. It waits for a running call to finish. Calls made
 // after Close still work, single-threaded. Close is idempotent.
-func (p *Pool) Close() {
+func (p *Pool) Close() { p.close() }
+
+func (p *pool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -116,14 +129,14 @@ func (p *Pool) Close() {
 	}
 }
 
-func (p *Pool) worker(buf *gemmBuf, wake <-chan struct{}) {
+func (p *pool) worker(buf *gemmBuf, wake <-chan struct{}) {
 	for range wake {
 		p.work(buf)
 	}
 }
 
 // work claims and runs chunks of the current call until none is left.
-func (p *Pool) work(buf *gemmBuf) {
+func (p *pool) work(buf *gemmBuf) {
 	for {
 		v := p.claim.Load()
 		next, chunks := int(v&0xffff), int(v>>16&0xffff)
@@ -143,7 +156,7 @@ func (p *Pool) work(buf *gemmBuf) {
 
 // acquire tries to take the workers for one call. It fails when another call owns them
 // or the pool is closed; the caller then runs alone.
-func (p *Pool) acquire() bool {
+func (p *pool) acquire() bool {
 	if !p.mu.TryLock() {
 		return false
 	}
@@ -156,7 +169,7 @@ func (p *Pool) acquire() bool {
 
 // run executes p.task, whose fields other than chunks are set, on the caller and up to
 // chunks-1 workers. It must be called with mu held and releases it.
-func (p *Pool) run(chunks int) {
+func (p *pool) run(chunks int) {
 	p.task.chunks = chunks
 	p.gen++
 	p.finished.Store(0)
@@ -173,7 +186,7 @@ func (p *Pool) run(chunks int) {
 	p.mu.Unlock()
 }
 
-func (p *Pool) runChunk(id int, buf *gemmBuf) {
+func (p *pool) runChunk(id int, buf *gemmBuf) {
 	t := &p.task
 	if t.fn != nil {
 		lo, hi := chunk(t.n, t.chunks, id)
@@ -203,6 +216,11 @@ func chunk(n, parts, id int) (lo, hi int) {
 // the call site because the pool keeps it while the workers run. On hot paths pass a func
 // value made once, e.g. a method value stored in a struct field when the struct is built.
 func (p *Pool) Parallel(n int, fn func(lo, hi int)) {
+	p.parallel(n, fn)
+	runtime.KeepAlive(p) // the cleanup must not stop the workers mid-call
+}
+
+func (p *pool) parallel(n int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
 	}
@@ -217,7 +235,7 @@ func (p *Pool) Parallel(n int, fn func(lo, hi int)) {
 }
 
 // takeSpare returns packing buffers for a call that runs outside the workers.
-func (p *Pool) takeSpare() *gemmBuf {
+func (p *pool) takeSpare() *gemmBuf {
 	p.spareMu.Lock()
 	defer p.spareMu.Unlock()
 	if k := len(p.spare); k > 0 {
@@ -228,7 +246,7 @@ func (p *Pool) takeSpare() *gemmBuf {
 	return &gemmBuf{}
 }
 
-func (p *Pool) putSpare(b *gemmBuf) {
+func (p *pool) putSpare(b *gemmBuf) {
 	p.spareMu.Lock()
 	p.spare = append(p.spare, b)
 	p.spareMu.Unlock()

@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+)
 
 // microKernel is one register-tile routine plus the cache blocking chosen for it.
 type microKernel struct {
@@ -58,6 +61,11 @@ const parallelMinFlops = 1 << 19
 // or slice lengths are inconsistent; these are programming errors, not input errors.
 // In steady state it allocates nothing.
 func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	p.sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	runtime.KeepAlive(p) // the cleanup must not stop the workers mid-call
+}
+
+func (p *pool) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkSgemm(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if m == 0 || n == 0 {
 		return

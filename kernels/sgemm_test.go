@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -366,4 +367,20 @@ func FuzzSgemm(f *testing.F) {
 			checkGemm(t, p, gc, uint64(m)<<24|uint64(n)<<16|uint64(k)<<8|uint64(flags))
 		}
 	})
+}
+
+// TestUnreachablePoolStopsWorkers drops pools without Close: the cleanup must stop their
+// goroutines.
+func TestUnreachablePoolStopsWorkers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 20 {
+		p := NewPool(3)
+		checkGemm(t, p, gemmCase{m: 300, n: 50, k: 40, alpha: 1}, 1)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.LessOrEqual(t, runtime.NumGoroutine(), before+2, "40 worker goroutines were started")
 }
