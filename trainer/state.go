@@ -2,25 +2,35 @@ package trainer
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/posttrain/posttrain/safetensors"
 )
 
-// File names of a saved trainer state, written next to the model weights.
+// File names of a saved trainer state, written next to the model weights. The moments
+// file is safetensors, so any safetensors tool can inspect it.
 const (
 	StateJSONFile    = "trainer_state.json"
-	StateMomentsFile = "trainer_state.bin"
+	StateMomentsFile = "trainer_state.safetensors"
 )
 
-// momentsMagic opens the moments file; the version digit changes with the layout.
-const momentsMagic = "PTADAMW1"
+// Tensor names in the moments file (PyTorch's AdamW state names), each a flat [n] F32
+// vector in the parameter buffer's layout.
+const (
+	momentM = "exp_avg"
+	momentV = "exp_avg_sq"
+)
+
+// momentsVersion names the moments file's layout; it changes if the layout does.
+const momentsVersion = "flat-adamw-v1"
 
 // State is everything a run needs to continue exactly where it stopped: the update count,
 // the optimizer moments (same layout as the parameters), the data cursor, and what was
@@ -56,9 +66,9 @@ type stateFile struct {
 	MomentsVersion string `json:"moments_version"`
 }
 
-// SaveState writes st into dir as trainer_state.json and trainer_state.bin. Each file is
-// written to a temporary name and renamed, and the JSON (written last) holds the moments'
-// SHA-256, so a crash mid-save never leaves a state that loads.
+// SaveState writes st into dir as trainer_state.json and trainer_state.safetensors. Each
+// file is written to a temporary name and renamed, and the JSON (written last) holds the
+// moments file's SHA-256, so a crash mid-save never leaves a state that loads.
 func SaveState(dir string, st *State) error {
 	if len(st.M) != len(st.V) {
 		return fmt.Errorf("save trainer state: moments have %d and %d elements", len(st.M), len(st.V))
@@ -72,7 +82,7 @@ func SaveState(dir string, st *State) error {
 		return fmt.Errorf("save trainer state: %w", err)
 	}
 	raw, err := json.MarshalIndent(stateFile{State: st, Params: len(st.M), MomentsFile: StateMomentsFile,
-		MomentsSHA256: sum, MomentsVersion: momentsMagic}, "", "  ")
+		MomentsSHA256: sum, MomentsVersion: momentsVersion}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save trainer state: encode: %w", err)
 	}
@@ -85,27 +95,17 @@ func SaveState(dir string, st *State) error {
 	return nil
 }
 
-// writeMoments writes magic, element count, then M and V as little-endian float32, and
-// returns the hex SHA-256 of the whole file.
+// writeMoments writes M and V as a safetensors file and returns its hex SHA-256.
 func writeMoments(path string, m, v []float32) (string, error) {
 	h := sha256.New()
+	tensors := []safetensors.Tensor{
+		{Name: momentM, Shape: []int{len(m)}, Data: m},
+		{Name: momentV, Shape: []int{len(v)}, Data: v},
+	}
 	err := writeAtomic(path, func(w io.Writer) error {
 		bw := bufio.NewWriterSize(io.MultiWriter(w, h), 1<<20)
-		if _, err := bw.WriteString(momentsMagic); err != nil {
+		if err := safetensors.Write(context.Background(), bw, tensors, map[string]string{"format": "pt", "layout": momentsVersion}); err != nil {
 			return err
-		}
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], uint64(len(m)))
-		if _, err := bw.Write(b[:]); err != nil {
-			return err
-		}
-		for _, buf := range [][]float32{m, v} {
-			for _, x := range buf {
-				binary.LittleEndian.PutUint32(b[:4], math.Float32bits(x))
-				if _, err := bw.Write(b[:4]); err != nil {
-					return err
-				}
-			}
 		}
 		return bw.Flush()
 	})
@@ -140,20 +140,30 @@ func HasState(dir string) bool {
 	return err == nil
 }
 
-// LoadState reads a state saved by SaveState, checking the moments file's checksum and size.
-func LoadState(dir string) (*State, error) {
+// LoadStateInfo reads only trainer_state.json (step, tokens, data cursor, config), without
+// the moments, for a quick look at a saved run. M and V are nil.
+func LoadStateInfo(dir string) (*State, error) {
+	sf, err := readStateJSON(dir)
+	if err != nil {
+		return nil, err
+	}
+	return sf.State, nil
+}
+
+// readStateJSON parses and checks trainer_state.json.
+func readStateJSON(dir string) (*stateFile, error) {
 	jsonPath := filepath.Join(dir, StateJSONFile)
 	raw, err := os.ReadFile(jsonPath)
 	if err != nil {
 		return nil, fmt.Errorf("load trainer state: %w", err)
 	}
-	sf := stateFile{State: &State{}}
-	if err := json.Unmarshal(raw, &sf); err != nil {
+	sf := &stateFile{State: &State{}}
+	if err := json.Unmarshal(raw, sf); err != nil {
 		return nil, fmt.Errorf("load trainer state: parse %s: %w", jsonPath, err)
 	}
 	switch {
-	case sf.MomentsVersion != momentsMagic:
-		return nil, fmt.Errorf("load trainer state: %s: moments_version %q is not %q", jsonPath, sf.MomentsVersion, momentsMagic)
+	case sf.MomentsVersion != momentsVersion:
+		return nil, fmt.Errorf("load trainer state: %s: moments_version %q is not %q", jsonPath, sf.MomentsVersion, momentsVersion)
 	case sf.Params < 0:
 		return nil, fmt.Errorf("load trainer state: %s: params %d is negative", jsonPath, sf.Params)
 	case sf.Step < 0:
@@ -165,6 +175,16 @@ func LoadState(dir string) (*State, error) {
 	if d := sf.Data; d != nil && (d.N < 0 || d.Epoch < 0 || d.Pos < 0 || d.Pos > d.N) {
 		return nil, fmt.Errorf("load trainer state: %s: data cursor n=%d epoch=%d pos=%d is out of range", jsonPath, d.N, d.Epoch, d.Pos)
 	}
+	return sf, nil
+}
+
+// LoadState reads a state saved by SaveState, checking the moments file's checksum,
+// header and sizes.
+func LoadState(dir string) (*State, error) {
+	sf, err := readStateJSON(dir)
+	if err != nil {
+		return nil, err
+	}
 	binPath := filepath.Join(dir, StateMomentsFile)
 	body, err := os.ReadFile(binPath)
 	if err != nil {
@@ -174,23 +194,26 @@ func LoadState(dir string) (*State, error) {
 	if got := hex.EncodeToString(sum[:]); got != sf.MomentsSHA256 {
 		return nil, fmt.Errorf("load trainer state: %s: checksum %s does not match %s recorded in %s", binPath, got, sf.MomentsSHA256, StateJSONFile)
 	}
-	hdr := len(momentsMagic) + 8
-	if len(body) < hdr || string(body[:len(momentsMagic)]) != momentsMagic {
-		return nil, fmt.Errorf("load trainer state: %s: not a trainer moments file", binPath)
-	}
-	n := binary.LittleEndian.Uint64(body[len(momentsMagic):hdr])
-	if n != uint64(sf.Params) || uint64(len(body)-hdr) != 8*n {
-		return nil, fmt.Errorf("load trainer state: %s: holds %d bytes of moments for %d parameters, want %d", binPath, len(body)-hdr, n, sf.Params)
+	r, err := safetensors.NewReader(bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		return nil, fmt.Errorf("load trainer state: %s: %w", binPath, err)
 	}
 	st := sf.State
-	st.M, st.V = make([]float32, n), make([]float32, n)
-	data := body[hdr:]
-	for i := range st.M {
-		st.M[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-	}
-	data = data[4*n:]
-	for i := range st.V {
-		st.V[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+	st.M, st.V = make([]float32, sf.Params), make([]float32, sf.Params)
+	for _, mom := range []struct {
+		name string
+		dst  []float32
+	}{{momentM, st.M}, {momentV, st.V}} {
+		info, ok := r.Lookup(mom.name)
+		if !ok {
+			return nil, fmt.Errorf("load trainer state: %s: no tensor %q", binPath, mom.name)
+		}
+		if info.DType != safetensors.F32 || len(info.Shape) != 1 || info.Shape[0] != sf.Params {
+			return nil, fmt.Errorf("load trainer state: %s: tensor %q is %s %v, want F32 [%d]", binPath, mom.name, info.DType, info.Shape, sf.Params)
+		}
+		if err := r.ReadFloat32(mom.name, mom.dst); err != nil {
+			return nil, fmt.Errorf("load trainer state: %s: %w", binPath, err)
+		}
 	}
 	return st, nil
 }

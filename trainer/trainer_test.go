@@ -7,9 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/safetensors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -360,6 +362,26 @@ func TestStateSaveLoad(t *testing.T) {
 	assert.Equal(t, Shuffler{N: 10, Seed: 3, Epoch: 1, Pos: 4}, *got.Data)
 	assert.Equal(t, st.Extra, got.Extra)
 	assert.Equal(t, st.Config, got.Config)
+
+	// The moments file is safetensors with PyTorch's names for the AdamW state.
+	r, err := safetensors.Open(filepath.Join(dir, StateMomentsFile))
+	require.NoError(t, err)
+	info, ok := r.Lookup("exp_avg_sq")
+	require.True(t, ok)
+	assert.Equal(t, []int{5}, info.Shape)
+	require.NoError(t, r.Close())
+
+	// A JSON that disagrees with the moments file is rejected, naming the tensor.
+	jsonPath := filepath.Join(dir, StateJSONFile)
+	orig, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(jsonPath, []byte(strings.Replace(string(orig), `"params": 5`, `"params": 4`, 1)), 0o644))
+	_, err = LoadState(dir)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `tensor "exp_avg" is F32 [5], want F32 [4]`)
+	require.NoError(t, os.WriteFile(jsonPath, orig, 0o644))
+	_, err = LoadState(dir)
+	require.NoError(t, err)
 
 	// Corruptions are rejected with the file named.
 	bin := filepath.Join(dir, StateMomentsFile)

@@ -101,7 +101,7 @@ type modelInfoJSON struct {
 func printModelSummary(w io.Writer, asJSON bool, s *checkpoint.Summary) error {
 	out := modelInfoJSON{Summary: s}
 	if trainer.HasState(s.Dir) {
-		st, err := trainer.LoadState(s.Dir)
+		st, err := trainer.LoadStateInfo(s.Dir)
 		if err != nil {
 			return fmt.Errorf("model info %s: %w", s.Dir, err)
 		}
