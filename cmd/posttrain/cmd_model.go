@@ -151,7 +151,7 @@ func newPretrainCmd(g *globalOptions) *cobra.Command {
 	o := pretrain.DefaultOptions()
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "pretrain --model DIR --data FILE... --out DIR [--steps N --batch B --seq T --lr LR]",
+		Use:   "pretrain --model DIR --out DIR [--data FILE]... [FILE...] [--steps N --batch B --seq T --lr LR]",
 		Short: "Train a causal language model on a text corpus (to make base checkpoints)",
 		Long: `Train a causal LM on text: .jsonl files (one {"text": ...} object per line) and plain
 text files (one document each). Documents are tokenized with the model directory's
@@ -166,9 +166,11 @@ gradient clipping, and a linear warmup then cosine (or linear) decay to --min-lr
 the end, and on Ctrl-C; --resume continues that run from --out and ends with exactly the
 weights an uninterrupted run would have produced.`,
 		Example: `  posttrain pretrain --model base0 --data stories.jsonl --out base1 --steps 500 --batch 8 --seq 128
+  posttrain pretrain --model base0 --out base1 stories.jsonl more.txt
   posttrain pretrain --data stories.jsonl --out base1 --steps 500 --batch 8 --seq 128 --resume`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Data = append(o.Data, args...)
 			o.Seed = seed
 			bar := newTrainBar(cmd.ErrOrStderr(), o.Steps)
 			res, err := pretrain.Run(cmd.Context(), o, bar.update)
@@ -183,7 +185,7 @@ weights an uninterrupted run would have produced.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.ModelDir, "model", "", "starting model directory (with tokenizer.json)")
-	f.StringSliceVar(&o.Data, "data", nil, "corpus files: .jsonl with \"text\" fields, or plain text (repeatable, comma-separated)")
+	f.StringArrayVar(&o.Data, "data", nil, "corpus file: .jsonl with \"text\" fields, or plain text (repeatable; files may also be given as arguments)")
 	f.StringVar(&o.OutDir, "out", "", "output directory for checkpoints (model + trainer state)")
 	f.BoolVar(&o.Resume, "resume", false, "continue the run saved in --out")
 	f.IntVar(&o.Steps, "steps", o.Steps, "total optimizer steps")

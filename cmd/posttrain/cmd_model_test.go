@@ -100,8 +100,9 @@ func TestModelInitInfoPretrainResume(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &info))
 	assert.EqualValues(t, 4, info["trainer_step"])
 
-	stdout, _, err = runModelCLI(t, "pretrain", "--data", corpus, "--out", out, "--resume",
-		"--steps", "6", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--threads", "1")
+	// The corpus may also be given as arguments.
+	stdout, _, err = runModelCLI(t, "pretrain", "--out", out, "--resume",
+		"--steps", "6", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--threads", "1", corpus)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "steps       6 (this run 4..6)")
 }
