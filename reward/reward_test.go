@@ -284,6 +284,16 @@ func TestScoreMatchesPerRowForward(t *testing.T) {
 			assert.InDelta(t, want, got[i], 1e-5*math.Max(1, math.Abs(want)), "batch %d sequence %d", batch, i)
 		}
 	}
+	// Progress reports every batch, ending at the total.
+	var done []int
+	sc0, err := NewScorer(m, 8, 0)
+	require.NoError(t, err)
+	_, err = sc0.ScoreProgress(context.Background(), seqs, func(d, total int) {
+		assert.Equal(t, len(seqs), total)
+		done = append(done, d)
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []int{8, 16, 21}, done)
 	// A reusable scorer gives the same answers call after call.
 	sc, err := NewScorer(m, 4, 64)
 	require.NoError(t, err)

@@ -183,7 +183,7 @@ the end and on Ctrl-C; --resume continues that run bit-exactly.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&model, "model", "", "starting model directory (causal LM or reward model)")
+	f.StringVar(&model, "model", "", "starting model directory: causal LM or reward model (ignored with --resume)")
 	f.StringVar(&trainPath, "train", "", "training preference rows (JSONL)")
 	f.StringVar(&valPath, "val", "", "held-out preference rows evaluated before, during and after training (JSONL)")
 	f.StringVar(&cfg.OutDir, "out", "", "output directory for checkpoints (model + trainer state)")
@@ -254,14 +254,18 @@ the mean margin (mean r_better - r_worse). --json prints {"n", "loss", "accuracy
 			if opts.Margin, err = reward.ParseMarginMode(margin); err != nil {
 				return err
 			}
+			cfg, err := transformer.LoadConfig(filepath.Join(model, checkpoint.ConfigFile))
+			if err != nil {
+				return fmt.Errorf("reward eval: %w", err)
+			}
+			if !cfg.IsSequenceClassifier() {
+				return fmt.Errorf("reward eval: %s is a %v, not a reward model (%s); train one with posttrain reward train", model, cfg.Architectures, transformer.ArchSequenceClassifier)
+			}
 			env, err := loadRewardModel(ctx, model, threads, 0)
 			if err != nil {
 				return fmt.Errorf("reward eval: %w", err)
 			}
 			defer env.pool.Close()
-			if !env.model.Config.IsSequenceClassifier() {
-				return fmt.Errorf("reward eval: %s is not a reward model", model)
-			}
 			rows, err := loadPreferenceRows(input, env.tok, env.model.Config.MaxPositionEmbeddings)
 			if err != nil {
 				return fmt.Errorf("reward eval: %w", err)
@@ -293,7 +297,7 @@ the mean margin (mean r_better - r_worse). --json prints {"n", "loss", "accuracy
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&model, "model", "", "reward model directory (a causal LM gets an untrained head)")
+	f.StringVar(&model, "model", "", "reward model directory")
 	f.StringVar(&input, "input", "", "preference rows (JSONL)")
 	f.StringVar(&output, "output", "", "write each row with its rewards here (JSONL)")
 	f.IntVar(&opts.Batch, "batch", reward.DefaultScoreBatch, "sequences per forward pass")
@@ -527,9 +531,12 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 		}
 		return func(ctx context.Context, dir string) (float64, error) {
 			return withPool(func(pool *kernels.Pool) (float64, error) {
-				m, err := checkpoint.LoadAsClassifier(ctx, dir, pool, checkpoint.ScoreInit{})
+				m, err := checkpoint.Load(ctx, dir, pool)
 				if err != nil {
 					return 0, err
+				}
+				if !m.Config.IsSequenceClassifier() {
+					return 0, fmt.Errorf("--stage reward needs reward models, and %s is a %v", dir, m.Config.Architectures)
 				}
 				r, _, err := reward.Evaluate(ctx, m, rows, reward.EvalOptions{})
 				return r.Accuracy, err

@@ -127,4 +127,9 @@ func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	require.NoError(t, os.WriteFile(text, []byte(`{"prompt":"hi","chosen":"a","rejected":"b"}`+"\n"), 0o644))
 	_, _, err = runModelCLI(t, "reward", "eval", "--model", rms[0], "--input", text)
 	require.ErrorContains(t, err, "no tokenizer.json")
+	// A causal LM is not a reward model.
+	_, _, err = runModelCLI(t, "reward", "eval", "--model", base, "--input", val)
+	require.ErrorContains(t, err, "not a reward model")
+	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--stage", "reward", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
+	require.ErrorContains(t, err, "needs reward models")
 }
