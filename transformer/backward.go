@@ -37,7 +37,7 @@ func (m *Model) Backward(ws *Workspace, b *Batch, dOut []float32, grads *Params)
 		return fmt.Errorf("transformer: len(dOut)=%d, want %d", len(dOut), want)
 	}
 	n, h := ws.n, d.hidden
-	qd, kvd, in := d.heads*d.headDim, d.kvHeads*d.headDim, d.inter
+	qd, qkvd, in := d.heads*d.headDim, d.qkvDim(), d.inter
 	pool := m.Pool
 	ws.dOut = dOut
 
@@ -72,22 +72,16 @@ func (m *Model) Backward(ws *Workspace, b *Batch, dOut []float32, grads *Params)
 		pool.Sgemm(false, false, n, in, h, 1, ws.dx, h, w.Down, in, 0, ws.dact, in)
 		pool.Sgemm(true, false, h, in, n, 1, ws.dx, h, la.act, in, 1, gw.Down, in)
 		ws.par(opSwiGLUBack, n)
-		pool.Sgemm(false, false, n, h, in, 1, ws.dg, in, w.Gate, h, 0, ws.da, h)
-		pool.Sgemm(false, false, n, h, in, 1, ws.du, in, w.Up, h, 1, ws.da, h)
-		pool.Sgemm(true, false, in, h, n, 1, ws.dg, in, la.a2, h, 1, gw.Gate, h)
-		pool.Sgemm(true, false, in, h, n, 1, ws.du, in, la.a2, h, 1, gw.Up, h)
+		pool.Sgemm(false, false, n, h, 2*in, 1, ws.dgu, 2*in, w.gateUp, h, 0, ws.da, h)
+		pool.Sgemm(true, false, 2*in, h, n, 1, ws.dgu, 2*in, la.a2, h, 1, gw.gateUp, h)
 		ws.normBack(la.xm, w.PostAttnNorm, la.rinv2, ws.da, gw.PostAttnNorm)
 		// Attention: xm = x + o_proj(attn(rope(q(a1)), rope(k(a1)), v(a1))), a1 = norm1(x).
 		pool.Sgemm(false, false, n, qd, h, 1, ws.dx, h, w.O, qd, 0, ws.do, qd)
 		pool.Sgemm(true, false, h, qd, n, 1, ws.dx, h, la.o, qd, 1, gw.O, qd)
 		ws.par(opAttnBack, ws.workers)
 		ws.par(opRoPEBack, n)
-		pool.Sgemm(false, false, n, h, qd, 1, ws.dq, qd, w.Q, h, 0, ws.da, h)
-		pool.Sgemm(false, false, n, h, kvd, 1, ws.dk, kvd, w.K, h, 1, ws.da, h)
-		pool.Sgemm(false, false, n, h, kvd, 1, ws.dv, kvd, w.V, h, 1, ws.da, h)
-		pool.Sgemm(true, false, qd, h, n, 1, ws.dq, qd, la.a1, h, 1, gw.Q, h)
-		pool.Sgemm(true, false, kvd, h, n, 1, ws.dk, kvd, la.a1, h, 1, gw.K, h)
-		pool.Sgemm(true, false, kvd, h, n, 1, ws.dv, kvd, la.a1, h, 1, gw.V, h)
+		pool.Sgemm(false, false, n, h, qkvd, 1, ws.dqkv, qkvd, w.qkv, h, 0, ws.da, h)
+		pool.Sgemm(true, false, qkvd, h, n, 1, ws.dqkv, qkvd, la.a1, h, 1, gw.qkv, h)
 		ws.normBack(la.x, w.InputNorm, la.rinv1, ws.da, gw.InputNorm)
 	}
 	// Embedding: a scatter-add, serial because repeated tokens hit the same row.

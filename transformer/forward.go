@@ -92,7 +92,7 @@ func (m *Model) Forward(ws *Workspace, b *Batch) error {
 	ws.m, ws.b, ws.bt, ws.n = m, b, b.T, b.B*b.T
 	ws.ready = false
 	n, h := ws.n, d.hidden
-	qd, kvd := d.heads*d.headDim, d.kvHeads*d.headDim
+	qd, qkvd := d.heads*d.headDim, d.qkvDim()
 	pool := m.Pool
 	ws.bPos = b.Positions
 	if ws.bPos == nil {
@@ -108,16 +108,13 @@ func (m *Model) Forward(ws *Workspace, b *Batch) error {
 		w := &m.W.Layers[l]
 		ws.layer = l
 		ws.par(opNorm1, n)
-		pool.Sgemm(false, true, n, qd, h, 1, la.a1, h, w.Q, h, 0, la.q, qd)
-		pool.Sgemm(false, true, n, kvd, h, 1, la.a1, h, w.K, h, 0, la.k, kvd)
-		pool.Sgemm(false, true, n, kvd, h, 1, la.a1, h, w.V, h, 0, la.v, kvd)
+		pool.Sgemm(false, true, n, qkvd, h, 1, la.a1, h, w.qkv, h, 0, la.qkv, qkvd)
 		ws.par(opRoPE, n)
 		ws.par(opAttn, ws.workers)
 		copy(la.xm[:n*h], la.x[:n*h])
 		pool.Sgemm(false, true, n, h, qd, 1, la.o, qd, w.O, qd, 1, la.xm, h)
 		ws.par(opNorm2, n)
-		pool.Sgemm(false, true, n, d.inter, h, 1, la.a2, h, w.Gate, h, 0, la.gate, d.inter)
-		pool.Sgemm(false, true, n, d.inter, h, 1, la.a2, h, w.Up, h, 0, la.up, d.inter)
+		pool.Sgemm(false, true, n, 2*d.inter, h, 1, la.a2, h, w.gateUp, h, 0, la.gu, 2*d.inter)
 		ws.par(opSwiGLU, n)
 		next := ws.xf
 		if l+1 < len(ws.layers) {
@@ -160,7 +157,7 @@ func (ws *Workspace) par(o op, n int) {
 func (ws *Workspace) work(lo, hi int) {
 	d := ws.dims
 	h := d.hidden
-	qd, kvd := d.heads*d.headDim, d.kvHeads*d.headDim
+	qd, qkvd := d.heads*d.headDim, d.qkvDim()
 	la := &ws.layers[ws.layer]
 	w := &ws.m.W.Layers[ws.layer]
 	switch ws.op {
@@ -173,17 +170,23 @@ func (ws *Workspace) work(lo, hi int) {
 	case opNormF:
 		nn.RMSNormForward(ws.xf[lo*h:hi*h], ws.m.W.Norm, ws.af[lo*h:hi*h], ws.rinvF[lo:hi], h, d.eps)
 	case opRoPE:
-		ws.rope.Forward(la.q[lo*qd:hi*qd], qd, d.heads, ws.bPos[lo:hi])
-		ws.rope.Forward(la.k[lo*kvd:hi*kvd], kvd, d.kvHeads, ws.bPos[lo:hi])
+		ws.rope.Forward(la.qkv[lo*qkvd:hi*qkvd], qkvd, d.heads, ws.bPos[lo:hi])
+		ws.rope.Forward(la.qkv[lo*qkvd+qd:hi*qkvd], qkvd, d.kvHeads, ws.bPos[lo:hi])
 	case opRoPEBack:
-		ws.rope.Backward(ws.dq[lo*qd:hi*qd], qd, d.heads, ws.bPos[lo:hi])
-		ws.rope.Backward(ws.dk[lo*kvd:hi*kvd], kvd, d.kvHeads, ws.bPos[lo:hi])
+		ws.rope.Backward(ws.dqkv[lo*qkvd:hi*qkvd], qkvd, d.heads, ws.bPos[lo:hi])
+		ws.rope.Backward(ws.dqkv[lo*qkvd+qd:hi*qkvd], qkvd, d.kvHeads, ws.bPos[lo:hi])
 	case opSwiGLU:
 		in := d.inter
-		nn.SwiGLUForward(la.gate[lo*in:hi*in], la.up[lo*in:hi*in], la.act[lo*in:hi*in])
+		for r := lo; r < hi; r++ {
+			gu := la.gu[r*2*in : (r+1)*2*in]
+			nn.SwiGLUForward(gu[:in], gu[in:], la.act[r*in:(r+1)*in])
+		}
 	case opSwiGLUBack:
 		in := d.inter
-		nn.SwiGLUBackward(la.gate[lo*in:hi*in], la.up[lo*in:hi*in], ws.dact[lo*in:hi*in], ws.dg[lo*in:hi*in], ws.du[lo*in:hi*in])
+		for r := lo; r < hi; r++ {
+			gu, dgu := la.gu[r*2*in:(r+1)*2*in], ws.dgu[r*2*in:(r+1)*2*in]
+			nn.SwiGLUBackward(gu[:in], gu[in:], ws.dact[r*in:(r+1)*in], dgu[:in], dgu[in:])
+		}
 	case opLogProb:
 		nn.LogProbForward(ws.Logits[lo*d.vocab:hi*d.vocab], d.vocab, ws.b.Targets[lo:hi], ws.LogProbs[lo:hi], ws.lse[lo:hi])
 	case opLogProbBack:
@@ -211,28 +214,29 @@ func (ws *Workspace) work(lo, hi int) {
 func (ws *Workspace) attnItem(la *layerActs, r, g, wk int) {
 	d := ws.dims
 	T, hd := ws.bt, d.headDim
-	qd, kvd := d.heads*d.headDim, d.kvHeads*d.headDim
-	sh := nn.AttnShape{Tq: T, S: T, HeadDim: hd, QStride: qd, KStride: kvd, VStride: kvd, OStride: qd, Scale: d.scale}
+	qd, kvd, qkvd := d.heads*d.headDim, d.kvHeads*d.headDim, d.qkvDim()
+	sh := nn.AttnShape{Tq: T, S: T, HeadDim: hd, QStride: qkvd, KStride: qkvd, VStride: qkvd, OStride: qd, Scale: d.scale}
 	var seg []int32
 	if ws.b.Segments != nil {
 		seg = ws.b.Segments[r*T : (r+1)*T]
 	}
-	kOff := r*T*kvd + g*hd
+	row := r * T * qkvd
+	kOff, vOff := row+qd+g*hd, row+qd+kvd+g*hd
 	rep := d.heads / d.kvHeads
 	pool := ws.m.Pool
 	if ws.op == opAttnBack {
 		for t := 0; t < T; t++ {
-			clear(ws.dk[kOff+t*kvd : kOff+t*kvd+hd])
-			clear(ws.dv[kOff+t*kvd : kOff+t*kvd+hd])
+			clear(ws.dqkv[kOff+t*qkvd : kOff+t*qkvd+hd])
+			clear(ws.dqkv[vOff+t*qkvd : vOff+t*qkvd+hd])
 		}
 	}
 	for hh := g * rep; hh < (g+1)*rep; hh++ {
-		qOff := r*T*qd + hh*hd
+		qOff, oOff := row+hh*hd, r*T*qd+hh*hd
 		probs := la.probs[(r*d.heads+hh)*T*T : (r*d.heads+hh+1)*T*T]
 		if ws.op == opAttn {
-			nn.AttentionHeadForward(pool, sh, la.q[qOff:], la.k[kOff:], la.v[kOff:], seg, seg, probs, la.o[qOff:])
+			nn.AttentionHeadForward(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], seg, seg, probs, la.o[oOff:])
 		} else {
-			nn.AttentionHeadBackward(pool, sh, la.q[qOff:], la.k[kOff:], la.v[kOff:], probs, ws.do[qOff:], ws.dq[qOff:], ws.dk[kOff:], ws.dv[kOff:], ws.dS[wk])
+			nn.AttentionHeadBackward(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], probs, ws.do[oOff:], ws.dqkv[qOff:], ws.dqkv[kOff:], ws.dqkv[vOff:], ws.dS[wk])
 		}
 	}
 }

@@ -28,6 +28,11 @@ type Layer struct {
 	Gate         []float32 // [intermediate, hidden]
 	Up           []float32 // [intermediate, hidden]
 	Down         []float32 // [hidden, intermediate]
+
+	// qkv spans Q, K and V ([heads*headDim + 2*kvHeads*headDim, hidden]) and gateUp spans
+	// Gate and Up ([2*intermediate, hidden]): they are adjacent in the flat buffer, so each
+	// group runs as one larger matmul.
+	qkv, gateUp []float32
 }
 
 // Params is every weight of a model in one flat buffer (so an optimizer, an average or a
@@ -100,12 +105,20 @@ func product(shape []int) int {
 
 // bindViews points the typed fields at the named tensors.
 func (p *Params) bindViews(cfg Config) {
-	i := 0
-	next := func() []float32 { t := p.Tensors[i].Data; i++; return t }
+	i, off := 0, 0
+	next := func() []float32 { t := p.Tensors[i].Data; i++; off += len(t); return t }
 	p.Embed = next()
 	for l := range p.Layers {
-		p.Layers[l] = Layer{InputNorm: next(), Q: next(), K: next(), V: next(), O: next(),
-			PostAttnNorm: next(), Gate: next(), Up: next(), Down: next()}
+		ly := Layer{InputNorm: next()}
+		qkvOff := off
+		ly.Q, ly.K, ly.V = next(), next(), next()
+		ly.qkv = p.Data[qkvOff:off:off]
+		ly.O, ly.PostAttnNorm = next(), next()
+		guOff := off
+		ly.Gate, ly.Up = next(), next()
+		ly.gateUp = p.Data[guOff:off:off]
+		ly.Down = next()
+		p.Layers[l] = ly
 	}
 	p.Norm = next()
 	switch {

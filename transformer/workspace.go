@@ -12,16 +12,13 @@ type layerActs struct {
 	x     []float32 // block input (residual stream), N*H
 	rinv1 []float32 // 1/rms of x per token, N
 	a1    []float32 // input_layernorm(x), N*H
-	q     []float32 // rotated queries, N*qDim
-	k     []float32 // rotated keys, N*kvDim
-	v     []float32 // values, N*kvDim
+	qkv   []float32 // rotated queries | rotated keys | values per token, N*(qDim+2*kvDim)
 	probs []float32 // attention probabilities, B*heads*T*T
 	o     []float32 // attention output before o_proj, N*qDim
 	xm    []float32 // residual after attention, N*H
 	rinv2 []float32 // 1/rms of xm, N
 	a2    []float32 // post_attention_layernorm(xm), N*H
-	gate  []float32 // gate_proj(a2), N*I
-	up    []float32 // up_proj(a2), N*I
+	gu    []float32 // gate_proj(a2) | up_proj(a2) per token, N*2I
 	act   []float32 // silu(gate)*up, N*I
 }
 
@@ -68,13 +65,13 @@ type Workspace struct {
 	pos    []int32   // default positions 0..T-1 per row, MaxB*MaxT
 
 	// Backward scratch, shared by all layers.
-	dx, da, dq, dk, dv, do []float32
-	dg, du, dact           []float32
-	dLogits                []float32
-	coef                   []float32   // WeightedNLL's dL/dlogp, N
-	dS                     [][]float32 // per worker, MaxT*MaxT
-	dwPart                 [][]float32 // per worker, H
-	workers                int
+	dx, da, dqkv, do []float32
+	dgu, dact        []float32
+	dLogits          []float32
+	coef             []float32   // WeightedNLL's dL/dlogp, N
+	dS               [][]float32 // per worker, MaxT*MaxT
+	dwPart           [][]float32 // per worker, H
+	workers          int
 
 	// State of the current call, read by work on the pool's goroutines.
 	m        *Model
@@ -98,6 +95,9 @@ type dims struct {
 	classifier                                                    bool
 	eps, scale                                                    float32
 }
+
+// qkvDim is the width of a token's fused query, key and value projections.
+func (d dims) qkvDim() int { return (d.heads + 2*d.kvHeads) * d.headDim }
 
 func dimsOf(c Config) dims {
 	hd := c.HeadDimension()
@@ -123,20 +123,20 @@ func (m *Model) NewWorkspace(maxB, maxT int) *Workspace {
 		return &Workspace{MaxB: maxB, MaxT: maxT, err: fmt.Errorf("workspace: %w", err)}
 	}
 	n := maxB * maxT
-	h, qd, kvd := d.hidden, d.heads*d.headDim, d.kvHeads*d.headDim
+	h, qd, qkvd := d.hidden, d.heads*d.headDim, d.qkvDim()
 	f := func(k int) []float32 { return make([]float32, k) }
 	ws := &Workspace{MaxB: maxB, MaxT: maxT, dims: d, rope: rope, layers: make([]layerActs, d.layers)}
 	for l := range ws.layers {
 		ws.layers[l] = layerActs{
-			x: f(n * h), rinv1: f(n), a1: f(n * h), q: f(n * qd), k: f(n * kvd), v: f(n * kvd),
+			x: f(n * h), rinv1: f(n), a1: f(n * h), qkv: f(n * qkvd),
 			probs: f(maxB * d.heads * maxT * maxT), o: f(n * qd), xm: f(n * h), rinv2: f(n), a2: f(n * h),
-			gate: f(n * d.inter), up: f(n * d.inter), act: f(n * d.inter),
+			gu: f(n * 2 * d.inter), act: f(n * d.inter),
 		}
 	}
 	ws.xf, ws.rinvF, ws.af = f(n*h), f(n), f(n*h)
 	ws.pos = make([]int32, n)
-	ws.dx, ws.da, ws.dq, ws.dk, ws.dv, ws.do = f(n*h), f(n*h), f(n*qd), f(n*kvd), f(n*kvd), f(n*qd)
-	ws.dg, ws.du, ws.dact = f(n*d.inter), f(n*d.inter), f(n*d.inter)
+	ws.dx, ws.da, ws.dqkv, ws.do = f(n*h), f(n*h), f(n*qkvd), f(n*qd)
+	ws.dgu, ws.dact = f(n*2*d.inter), f(n*d.inter)
 	if d.classifier {
 		ws.Rewards = f(maxB)
 	} else {
