@@ -35,8 +35,8 @@ func (e *Engine) Prefill(ctx context.Context, prompt []int32) (*Prefix, error) {
 	if n > e.d.maxPos {
 		return nil, fmt.Errorf("inference: prompt of %d tokens exceeds max_position_embeddings=%d", n, e.d.maxPos)
 	}
-	if err := e.checkTokens(prompt, "prompt"); err != nil {
-		return nil, err
+	if err := e.checkTokens(prompt, "prompt token"); err != nil {
+		return nil, fmt.Errorf("inference: %w", err)
 	}
 	start := time.Now()
 	e.ensureRows(n)
@@ -105,7 +105,7 @@ func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 		return nil, fmt.Errorf("inference: %d tokens for %d sequences", len(tokens), m)
 	}
 	if err := e.checkTokens(tokens, "decode token"); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("inference: %w", err)
 	}
 	e.groups = e.groups[:0]
 	e.step++
@@ -166,7 +166,7 @@ func (e *Engine) Decode(seqs []*Sequence, tokens []int32) ([]float32, error) {
 func (e *Engine) checkTokens(ids []int32, what string) error {
 	for i, t := range ids {
 		if t < 0 || int(t) >= e.d.vocab {
-			return fmt.Errorf("inference: %s %d at index %d is outside the vocabulary [0,%d)", what, t, i, e.d.vocab)
+			return fmt.Errorf("%s %d at index %d is outside the vocabulary [0,%d)", what, t, i, e.d.vocab)
 		}
 	}
 	return nil
