@@ -64,7 +64,7 @@ func PostTraining(ctx workflow.Context, in RunInput) (RunResult, error) {
 	if err := w.plan.Validate(); err != nil {
 		return RunResult{}, w.fail(ctx, invalid(err))
 	}
-	w.st.Rounds, w.st.State = w.plan.Rounds, StateRunning
+	w.st.Rounds, w.st.State = w.plan.Rounds, w.activeState()
 	res, err := w.rounds(ctx)
 	if err != nil {
 		return RunResult{}, w.fail(ctx, err)
@@ -191,8 +191,16 @@ func (w *run) awaitAnnotations(ctx workflow.Context, n int) (string, error) {
 // awaitApproval waits durably for approve-round of round n.
 func (w *run) awaitApproval(ctx workflow.Context, n int) error {
 	w.waitApproval, w.st.WaitingRound, w.st.State = n, n, StateWaitingApproval
-	defer func() { w.waitApproval, w.st.WaitingRound, w.st.State = 0, 0, StateRunning }()
+	defer func() { w.waitApproval, w.st.WaitingRound, w.st.State = 0, 0, w.activeState() }()
 	return workflow.Await(ctx, func() bool { return w.approved[n] })
+}
+
+// activeState is the state of a run that is not waiting: running or paused.
+func (w *run) activeState() string {
+	if w.st.Paused {
+		return StatePaused
+	}
+	return StateRunning
 }
 
 // awaitResume blocks while the run is paused.
@@ -277,7 +285,7 @@ func (w *run) setPaused(ctx workflow.Context, paused bool) {
 	switch {
 	case w.st.State == StateWaitingApproval || w.st.State == StateWaitingAnnotations:
 		// The wait shows; the pause shows in Paused and takes effect after it.
-	case paused && w.st.State == StateRunning:
+	case paused && (w.st.State == StateRunning || w.st.State == StateStarting):
 		w.st.State = StatePaused
 	case !paused && w.st.State == StatePaused:
 		w.st.State = StateRunning
