@@ -17,11 +17,18 @@ type EvalOptions struct {
 	// Margin selects the margins inside the reported loss (default none).
 	Margin MarginMode
 	// SimilarityThreshold drops near-identical pairs from the metrics, as in training;
-	// 0 (the default) evaluates every pair.
+	// 0 evaluates every pair (DefaultEvalOptions uses the training default).
 	SimilarityThreshold float64
 	// Progress, when set, is called after each forward pass with the sequences scored
 	// so far and the total.
 	Progress func(done, total int)
+}
+
+// DefaultEvalOptions evaluate like training filters: pairs whose responses are at least
+// DefaultSimilarityThreshold alike (identical ones included, which no model can rank) are
+// left out of the metrics.
+func DefaultEvalOptions() EvalOptions {
+	return EvalOptions{Batch: DefaultScoreBatch, SimilarityThreshold: DefaultSimilarityThreshold}
 }
 
 // EvalResult is a reward model's quality on held-out pairs.

@@ -228,7 +228,7 @@ func printRewardTrainResult(w io.Writer, asJSON bool, r reward.Result) error {
 
 func newRewardEvalCmd(g *globalOptions) *cobra.Command {
 	var model, input, output, margin string
-	var opts reward.EvalOptions
+	opts := reward.DefaultEvalOptions()
 	var threads int
 	cmd := &cobra.Command{
 		Use:   "eval --model DIR --input pairs.jsonl [--output rewards.jsonl] [--json]",
@@ -236,7 +236,8 @@ func newRewardEvalCmd(g *globalOptions) *cobra.Command {
 		Long: `Score every response of the rows with a reward model and report, over their ordered
 pairs, the mean Bradley-Terry loss, the accuracy (fraction with r_better > r_worse) and
 the mean margin (mean r_better - r_worse). --json prints {"n", "loss", "accuracy",
-"mean_margin", ...} with n the number of pairs.
+"mean_margin", ...} with n the number of pairs. Pairs whose two responses are at least
+--similarity-threshold alike (token similarity, as in training) are left out.
 
 ` + rewardRowsHelp + `
 
@@ -300,9 +301,9 @@ the mean margin (mean r_better - r_worse). --json prints {"n", "loss", "accuracy
 	f.StringVar(&model, "model", "", "reward model directory")
 	f.StringVar(&input, "input", "", "preference rows (JSONL)")
 	f.StringVar(&output, "output", "", "write each row with its rewards here (JSONL)")
-	f.IntVar(&opts.Batch, "batch", reward.DefaultScoreBatch, "sequences per forward pass")
+	f.IntVar(&opts.Batch, "batch", opts.Batch, "sequences per forward pass")
 	f.StringVar(&margin, "margin", string(reward.MarginNone), "margin inside the reported loss: none, llama2, llama2-large or field")
-	f.Float64Var(&opts.SimilarityThreshold, "similarity-threshold", 0, "leave out pairs whose token similarity is >= this (0: evaluate all)")
+	f.Float64Var(&opts.SimilarityThreshold, "similarity-threshold", opts.SimilarityThreshold, "leave out pairs whose token similarity is >= this, as training does (0: evaluate all)")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	return cmd
 }
@@ -373,7 +374,6 @@ func newRewardCountBar(w io.Writer, desc string) *rewardCountBar {
 		progressbar.OptionShowCount(),
 		progressbar.OptionSetWidth(24),
 		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
 	)}
 }
 
@@ -384,7 +384,10 @@ func (b *rewardCountBar) set(done, total int) {
 	_ = b.bar.Set(done)
 }
 
-func (b *rewardCountBar) finish() { _ = b.bar.Finish() }
+func (b *rewardCountBar) finish() {
+	_ = b.bar.Finish()
+	fmt.Fprintln(b.w)
+}
 
 // newAverageCmd is model averaging (soups).
 func newAverageCmd(g *globalOptions) *cobra.Command {
@@ -538,7 +541,7 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 				if !m.Config.IsSequenceClassifier() {
 					return 0, fmt.Errorf("--stage reward needs reward models, and %s is a %v", dir, m.Config.Architectures)
 				}
-				r, _, err := reward.Evaluate(ctx, m, rows, reward.EvalOptions{})
+				r, _, err := reward.Evaluate(ctx, m, rows, reward.DefaultEvalOptions())
 				return r.Accuracy, err
 			})
 		}, averaging.HigherIsBetter, nil
