@@ -6,6 +6,7 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,11 +198,48 @@ type ScoreInit struct {
 // Load reads the checkpoint in dir as it is (causal LM or sequence classifier) and binds
 // it to pool.
 func Load(ctx context.Context, dir string, pool *kernels.Pool) (*transformer.Model, error) {
-	cfg, err := transformer.LoadConfig(filepath.Join(dir, ConfigFile))
+	cfg, err := loadConfig(dir)
 	if err != nil {
-		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
+		return nil, err
 	}
 	return load(ctx, dir, cfg, pool, false)
+}
+
+// loadConfig reads and validates dir's config.json, and rejects Hugging Face LlamaConfig
+// options the engine does not implement (they would otherwise be silently ignored and
+// the model would compute something else).
+func loadConfig(dir string) (transformer.Config, error) {
+	path := filepath.Join(dir, ConfigFile)
+	cfg, err := transformer.LoadConfig(path)
+	if err != nil {
+		return transformer.Config{}, fmt.Errorf("load checkpoint %s: %w", dir, err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return transformer.Config{}, fmt.Errorf("load checkpoint %s: %w", dir, err)
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return transformer.Config{}, fmt.Errorf("load checkpoint %s: parse %s: %w", dir, path, err)
+	}
+	unsupported := []struct{ key, why string }{
+		{"rope_scaling", "RoPE scaling is not implemented"},
+		{"attention_bias", "attention projections have no biases here"},
+		{"mlp_bias", "MLP projections have no biases here"},
+	}
+	for _, u := range unsupported {
+		v, ok := keys[u.key]
+		if !ok {
+			continue
+		}
+		switch s := string(bytes.TrimSpace(v)); s {
+		case "null", "false", "{}":
+			continue
+		default:
+			return transformer.Config{}, fmt.Errorf("load checkpoint %s: %s: %s = %s is not supported (%s)", dir, path, u.key, s, u.why)
+		}
+	}
+	return cfg, nil
 }
 
 // LoadAsClassifier loads dir as a reward model (LlamaForSequenceClassification). A
@@ -209,9 +247,9 @@ func Load(ctx context.Context, dir string, pool *kernels.Pool) (*transformer.Mod
 // lm_head, and gets a new score.weight [1, hidden] initialised by init. This is how reward
 // models start from a causal-LM checkpoint.
 func LoadAsClassifier(ctx context.Context, dir string, pool *kernels.Pool, init ScoreInit) (*transformer.Model, error) {
-	cfg, err := transformer.LoadConfig(filepath.Join(dir, ConfigFile))
+	cfg, err := loadConfig(dir)
 	if err != nil {
-		return nil, fmt.Errorf("load checkpoint %s: %w", dir, err)
+		return nil, err
 	}
 	if cfg.IsSequenceClassifier() {
 		return load(ctx, dir, cfg, pool, false)

@@ -254,6 +254,44 @@ func TestLoadRejectsMismatchedTensors(t *testing.T) {
 		_, err := Load(ctx, dir, pool)
 		require.ErrorContains(t, err, "vocab_size must be > 0")
 	})
+	t.Run("unsupported HF options", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "ckpt")
+		require.NoError(t, Save(ctx, dir, m, SaveOptions{}))
+		path := filepath.Join(dir, ConfigFile)
+		raw, err := os.ReadFile(path)
+		require.NoError(t, err)
+		var keys map[string]any
+		require.NoError(t, json.Unmarshal(raw, &keys))
+		for _, c := range []struct {
+			key  string
+			val  any
+			fail bool
+		}{
+			{"rope_scaling", map[string]any{"rope_type": "llama3", "factor": 8.0}, true},
+			{"attention_bias", true, true},
+			{"mlp_bias", true, true},
+			{"rope_scaling", nil, false},
+			{"attention_bias", false, false},
+		} {
+			edited := map[string]any{}
+			for k, v := range keys {
+				edited[k] = v
+			}
+			edited[c.key] = c.val
+			out, err := json.Marshal(edited)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, out, 0o644))
+			_, err = Load(ctx, dir, pool)
+			if c.fail {
+				require.ErrorContains(t, err, c.key+" = ")
+				require.ErrorContains(t, err, "is not supported")
+				_, err = LoadAsClassifier(ctx, dir, pool, ScoreInit{})
+				require.ErrorContains(t, err, c.key)
+			} else {
+				require.NoError(t, err, "%s = %v is the default", c.key, c.val)
+			}
+		}
+	})
 	t.Run("no weights", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "ckpt")
 		require.NoError(t, Save(ctx, dir, m, SaveOptions{}))
