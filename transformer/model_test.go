@@ -156,3 +156,34 @@ func TestBatchValidation(t *testing.T) {
 	_, err = m.WeightedNLL(ws, good(), make([]float32, 16), nil)
 	require.ErrorContains(t, err, "positive weight")
 }
+
+// TestBackwardAccumulatesAndWorkspaceReuse checks that Backward adds into grads (two calls
+// give twice the gradient) and that a workspace used for a large batch gives identical
+// results on a smaller one as a fresh workspace.
+func TestBackwardAccumulatesAndWorkspaceReuse(t *testing.T) {
+	cfg := testConfig(false, false)
+	m := newTestModel(t, cfg, 2, 5)
+	small := randomBatch(cfg, 1, 5, 6)
+	dOut := make([]float32, 5)
+	for i := range dOut {
+		dOut[i] = float32(i) - 2
+	}
+	fresh := m.NewWorkspace(1, 5)
+	require.NoError(t, m.Forward(fresh, small))
+	once := m.NewGrads()
+	require.NoError(t, m.Backward(fresh, small, dOut, once))
+	twice := m.NewGrads()
+	require.NoError(t, m.Backward(fresh, small, dOut, twice))
+	require.NoError(t, m.Backward(fresh, small, dOut, twice))
+	for i := range once.Data {
+		require.InDelta(t, 2*once.Data[i], twice.Data[i], 1e-6*(1+math.Abs(float64(once.Data[i]))))
+	}
+
+	big := m.NewWorkspace(3, 12)
+	require.NoError(t, m.Forward(big, randomBatch(cfg, 3, 12, 7)))
+	require.NoError(t, m.Forward(big, small))
+	reused := m.NewGrads()
+	require.NoError(t, m.Backward(big, small, dOut, reused))
+	assert.Equal(t, fresh.LogProbs[:5], big.LogProbs[:5])
+	assert.Equal(t, once.Data, reused.Data)
+}

@@ -63,9 +63,10 @@ func (r *RoPE) rotate(x []float32, stride, heads int, pos []int32, sign float32)
 		for h := 0; h < heads; h++ {
 			a := row[h*hd : h*hd+half]
 			b := row[h*hd+half : (h+1)*hd]
-			for i := range a {
+			b, cs, sn := b[:len(a)], cs[:len(a)], sn[:len(a)] // one bounds check per head
+			for i, x1 := range a {
 				c, s := cs[i], sign*sn[i]
-				x1, x2 := a[i], b[i]
+				x2 := b[i]
 				a[i] = x1*c - x2*s
 				b[i] = x2*c + x1*s
 			}
