@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/posttrain/posttrain/reward"
 	"github.com/posttrain/posttrain/transformer"
 )
 
@@ -49,7 +50,7 @@ func Benchmark(ctx context.Context, policy, rm *transformer.Model, opts BenchOpt
 		m.Init(opts.Seed + 1)
 		rm = m
 	}
-	scorer, err := NewClassifierScorer(rm, 16, opts.PromptLen+opts.MaxNewTokens)
+	scorer, err := reward.NewScorer(rm, reward.DefaultScoreBatch, opts.PromptLen+opts.MaxNewTokens)
 	if err != nil {
 		return Stats{}, fmt.Errorf("sampling benchmark: %w", err)
 	}

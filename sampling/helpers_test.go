@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/reward"
 	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/require"
 )
@@ -15,7 +16,7 @@ type env struct {
 	pool   *kernels.Pool
 	policy *transformer.Model
 	rm     *transformer.Model
-	scorer *ClassifierScorer
+	scorer *reward.Scorer
 }
 
 func newEnv(t testing.TB) *env {
@@ -33,7 +34,7 @@ func newEnv(t testing.TB) *env {
 	rm, err := transformer.New(rcfg, pool)
 	require.NoError(t, err)
 	rm.Init(12)
-	sc, err := NewClassifierScorer(rm, 8, 0)
+	sc, err := reward.NewScorer(rm, 8, 0)
 	require.NoError(t, err)
 	return &env{pool: pool, policy: policy, rm: rm, scorer: sc}
 }

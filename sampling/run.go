@@ -137,6 +137,9 @@ func (s *Sampler) check(todo []*Prompt) error {
 				return fmt.Errorf("sampling: %s: token %d at index %d is outside the vocabulary [0,%d)", p.name(), t, i, s.cfg.VocabSize)
 			}
 		}
+		if lim, ok := s.scorer.(interface{ MaxLen() int }); ok && len(p.Tokens)+o.Params.MaxNewTokens > lim.MaxLen() {
+			return fmt.Errorf("sampling: %s has %d tokens; with max_new_tokens %d its samples could exceed the reward model's limit of %d tokens", p.name(), len(p.Tokens), o.Params.MaxNewTokens, lim.MaxLen())
+		}
 		if need := s.PromptKVBytes(p); need > o.KVBudget {
 			return fmt.Errorf("sampling: %s can never be admitted: its KV cache (%d prompt tokens + %d samples x %d new tokens) needs %d bytes, more than the budget of %d bytes", p.name(), len(p.Tokens), o.K, o.Params.MaxNewTokens, need, o.KVBudget)
 		}

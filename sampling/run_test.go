@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/inference"
+	"github.com/posttrain/posttrain/reward"
 	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -71,6 +71,14 @@ func TestAdmissionRefusesImpossiblePrompt(t *testing.T) {
 	_, err = Run(context.Background(), e.policy, e.scorer, prompts, o)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `prompt "p1" (line 2) has 256 tokens`)
+
+	// So is one whose samples would not fit the reward model's scorer.
+	short, err := reward.NewScorer(e.rm, 2, 16)
+	require.NoError(t, err)
+	prompts[1].Tokens = make([]int32, 10)
+	_, err = Run(context.Background(), e.policy, short, prompts, o)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `prompt "p1" (line 2) has 10 tokens; with max_new_tokens 8 its samples could exceed the reward model's limit of 16`)
 }
 
 func TestPrefixSharingPrefillsOnce(t *testing.T) {
@@ -251,10 +259,8 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	}
 	_, err := New(e.rm, e.scorer, baseOpts())
 	assert.ErrorContains(t, err, "sequence classifier", "the policy must be a causal LM")
-	_, err = NewClassifierScorer(e.policy, 4, 0)
-	assert.ErrorContains(t, err, "not a LlamaForSequenceClassification")
-	_, err = e.scorer.Score(context.Background(), []datasets.Sequence{{}})
-	assert.ErrorContains(t, err, "sequence 0 has 0 tokens")
+	_, err = New(e.policy, nil, baseOpts())
+	assert.ErrorContains(t, err, "nil scorer")
 }
 
 func TestProgressBetweenPrompts(t *testing.T) {

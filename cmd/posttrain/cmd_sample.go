@@ -19,6 +19,7 @@ import (
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/inference/textio"
 	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/reward"
 	"github.com/posttrain/posttrain/sampling"
 	"github.com/posttrain/posttrain/tokenizer"
 	"github.com/posttrain/posttrain/transformer"
@@ -130,8 +131,7 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	if err != nil {
 		return err
 	}
-	rows, err = sampling.Shard(rows, o.shards, o.shard)
-	if err != nil {
+	if _, err := sampling.Shard(rows, o.shards, o.shard); err != nil {
 		return fmt.Errorf("--shards/--shard: %w", err)
 	}
 	threads := o.threads
@@ -151,12 +151,20 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	if !rm.Config.IsSequenceClassifier() {
 		return fmt.Errorf("--reward-model %s is a %v, not a reward model (%s)", o.rewardModel, rm.Config.Architectures, transformer.ArchSequenceClassifier)
 	}
-	enc := datasets.Encoder{Tok: tok}
-	prompts, err := sampling.EncodePrompts(rows, enc, o.systems)
+	if rm.Config.VocabSize < policy.Config.VocabSize {
+		return fmt.Errorf("--reward-model %s has vocab_size %d, smaller than the policy's %d: they must share a tokenizer", o.rewardModel, rm.Config.VocabSize, policy.Config.VocabSize)
+	}
+	// Encode the whole file before sharding, so prompt ids and indices (and with them
+	// seeds and output rows) are the same whichever shard a prompt lands in.
+	all, err := sampling.EncodePrompts(rows, datasets.Encoder{Tok: tok}, o.systems)
 	if err != nil {
 		return fmt.Errorf("%s: %w", o.prompts, err)
 	}
-	scorer, err := sampling.NewClassifierScorer(rm, 16, 0)
+	prompts, err := sampling.Shard(all, o.shards, o.shard)
+	if err != nil {
+		return fmt.Errorf("--shards/--shard: %w", err)
+	}
+	scorer, err := reward.NewScorer(rm, reward.DefaultScoreBatch, 0)
 	if err != nil {
 		return err
 	}
