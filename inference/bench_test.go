@@ -45,3 +45,33 @@ func BenchmarkSample(b *testing.B) {
 	b.ReportMetric(st.DecodeTime.Seconds()*1e3/n, "decode-ms/op")
 	b.ReportMetric(st.SampleTime.Seconds()*1e3/n, "sample-ms/op")
 }
+
+// BenchmarkSampleBatch is the rejection-sampling shape: four 64-token prompts, 16 samples
+// each of 128 new tokens, all 64 sequences decoded together.
+func BenchmarkSampleBatch(b *testing.B) {
+	cfg, err := transformer.Preset("bench")
+	require.NoError(b, err)
+	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
+	b.Cleanup(pool.Close)
+	m, err := transformer.New(cfg, pool)
+	require.NoError(b, err)
+	m.Init(1)
+	e, err := NewEngine(m, Options{MaxBatch: 64})
+	require.NoError(b, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var reqs []Request
+	for i := range 4 {
+		reqs = append(reqs, Request{Prompt: randTokens(rng, 64, cfg.VocabSize), Samples: 16, Params: Params{MaxNewTokens: 128, Temperature: 1, Seed: uint64(i)}})
+	}
+	ctx := context.Background()
+	_, err = e.GenerateBatch(ctx, reqs, nil)
+	require.NoError(b, err)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := e.GenerateBatch(ctx, reqs, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*64*128)/b.Elapsed().Seconds(), "tokens/s")
+}
