@@ -73,3 +73,35 @@ func Benchmark(ctx context.Context, policy, rm *transformer.Model, opts BenchOpt
 	}
 	return res.Stats, nil
 }
+
+// SharingReport compares one workload with and without prompt-cache sharing.
+type SharingReport struct {
+	Options  BenchOptions `json:"options"`
+	Shared   Stats        `json:"shared"`
+	Unshared Stats        `json:"unshared"`
+	// Speedup is shared samples/s over unshared samples/s (whole run, scoring
+	// included); GenSpeedup the same for generation alone (prefill + decode + draw).
+	Speedup    float64 `json:"speedup"`
+	GenSpeedup float64 `json:"gen_speedup"`
+}
+
+// CompareSharing runs Benchmark with and without sharing on the same workload.
+func CompareSharing(ctx context.Context, policy, rm *transformer.Model, opts BenchOptions) (SharingReport, error) {
+	rep := SharingReport{Options: opts}
+	var err error
+	opts.NoSharing = false
+	if rep.Shared, err = Benchmark(ctx, policy, rm, opts); err != nil {
+		return rep, err
+	}
+	opts.NoSharing = true
+	if rep.Unshared, err = Benchmark(ctx, policy, rm, opts); err != nil {
+		return rep, err
+	}
+	if rep.Unshared.SamplesPerSec > 0 {
+		rep.Speedup = rep.Shared.SamplesPerSec / rep.Unshared.SamplesPerSec
+	}
+	if rep.Unshared.GenTokensPerSec > 0 {
+		rep.GenSpeedup = rep.Shared.GenTokensPerSec / rep.Unshared.GenTokensPerSec
+	}
+	return rep, nil
+}

@@ -57,6 +57,11 @@ func TestBenchmarkSmoke(t *testing.T) {
 	st, err = Benchmark(context.Background(), e.policy, nil, o)
 	require.NoError(t, err)
 	require.Equal(t, int64(6*16), st.PrefillTokens)
+	rep, err := CompareSharing(context.Background(), e.policy, nil, BenchOptions{Prompts: 2, PromptLen: 16, K: 3, MaxNewTokens: 4, Seed: 1})
+	require.NoError(t, err)
+	require.Equal(t, int64(2*16), rep.Shared.PrefillTokens)
+	require.Equal(t, int64(6*16), rep.Unshared.PrefillTokens)
+	require.Positive(t, rep.Speedup)
 	_, err = Benchmark(context.Background(), e.policy, nil, BenchOptions{})
 	require.ErrorContains(t, err, "must all be >= 1")
 }

@@ -185,6 +185,9 @@ func (s *Sampler) Run(ctx context.Context, prompts []Prompt) (*Result, error) {
 	st.PrefillTime = e.PrefillTime - eng0.PrefillTime
 	st.DecodeTime = e.DecodeTime - eng0.DecodeTime
 	st.DecodeTokens = e.DecodeTokens - eng0.DecodeTokens
+	// Prefills are counted by the engine itself, not by this package's bookkeeping.
+	st.Prefills = e.Prompts - eng0.Prompts
+	st.PrefillTokens = e.PrefillTokens - eng0.PrefillTokens
 	st.Wall = time.Since(start)
 	if sec := st.Wall.Seconds(); sec > 0 {
 		st.SamplesPerSec = float64(st.Samples) / sec
@@ -277,8 +280,6 @@ func (r *run) admit(ctx context.Context, p *Prompt) error {
 			}
 			j.prefixes = append(j.prefixes, pre)
 			r.hold(int64(n) * s.perTok)
-			st.Prefills++
-			st.PrefillTokens += int64(n)
 		} else {
 			st.PrefillTokensSaved += int64(n)
 		}
