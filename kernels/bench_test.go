@@ -28,6 +28,11 @@ var benchShapes = []struct {
 	{"dec_down_16x256x688", false, true, 16, 256, 688},
 	{"attn_qk_256x256x32", false, true, 256, 256, 32},
 	{"attn_pv_256x32x256", false, false, 256, 32, 256},
+	{"dec_nn_head_16x4096x256", false, false, 16, 4096, 256},
+	{"dec_nn_mlp_16x1376x256", false, false, 16, 1376, 256},
+	{"dec_nn_head_1x4096x256", false, false, 1, 4096, 256},
+	{"dec_scores_2x200x32", false, false, 2, 200, 32},
+	{"dec_pv_2x32x200", false, false, 2, 32, 200},
 	{"square_512", false, false, 512, 512, 512},
 }
 

@@ -1,17 +1,20 @@
 #include "textflag.h"
 
-// func tileAVX512x8(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+// func tileAVX512x8(kc int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 //
-// C[0:8, 0:32] = alpha * A * B + beta * C, with A a packed 8 x kc sliver and B a packed
-// kc x 32 sliver. The tile lives in Z16-Z31 (two 16-float registers per row); Z0-Z1
+// C[0:8, 0:32] = alpha * A * B + beta * C, with A a packed 8 x kc sliver and B kc rows
+// of 32 floats, ldb floats apart (32 when packed). The tile lives in Z16-Z31 (two 16-float registers per row); Z0-Z1
 // hold one row of B and Z2-Z5 rotate as broadcasts of A. beta == 0 (or -0)
-// stores without reading C. kc >= 1. Needs AVX-512F only.
-TEXT ·tileAVX512x8(SB), NOSPLIT, $0-48
+// stores without reading C. kc >= 1. Needs AVX-512F only. Each step is the same
+// pattern; the loop is unrolled four times.
+TEXT ·tileAVX512x8(SB), NOSPLIT, $0-56
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
+	MOVQ ldb+24(FP), R11
+	SHLQ $2, R11
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
@@ -60,8 +63,9 @@ TEXT ·tileAVX512x8(SB), NOSPLIT, $0-48
 	JZ tileAVX512x8_tail
 
 tileAVX512x8_loop4:
-	VMOVUPS 0(DI), Z0
+	VMOVUPS (DI), Z0
 	VMOVUPS 64(DI), Z1
+	ADDQ R11, DI
 	VBROADCASTSS 0(SI), Z2
 	VFMADD231PS Z0, Z2, Z16
 	VFMADD231PS Z1, Z2, Z17
@@ -86,8 +90,9 @@ tileAVX512x8_loop4:
 	VBROADCASTSS 28(SI), Z5
 	VFMADD231PS Z0, Z5, Z30
 	VFMADD231PS Z1, Z5, Z31
-	VMOVUPS 128(DI), Z0
-	VMOVUPS 192(DI), Z1
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	ADDQ R11, DI
 	VBROADCASTSS 32(SI), Z2
 	VFMADD231PS Z0, Z2, Z16
 	VFMADD231PS Z1, Z2, Z17
@@ -112,8 +117,9 @@ tileAVX512x8_loop4:
 	VBROADCASTSS 60(SI), Z5
 	VFMADD231PS Z0, Z5, Z30
 	VFMADD231PS Z1, Z5, Z31
-	VMOVUPS 256(DI), Z0
-	VMOVUPS 320(DI), Z1
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	ADDQ R11, DI
 	VBROADCASTSS 64(SI), Z2
 	VFMADD231PS Z0, Z2, Z16
 	VFMADD231PS Z1, Z2, Z17
@@ -138,8 +144,9 @@ tileAVX512x8_loop4:
 	VBROADCASTSS 92(SI), Z5
 	VFMADD231PS Z0, Z5, Z30
 	VFMADD231PS Z1, Z5, Z31
-	VMOVUPS 384(DI), Z0
-	VMOVUPS 448(DI), Z1
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	ADDQ R11, DI
 	VBROADCASTSS 96(SI), Z2
 	VFMADD231PS Z0, Z2, Z16
 	VFMADD231PS Z1, Z2, Z17
@@ -165,7 +172,6 @@ tileAVX512x8_loop4:
 	VFMADD231PS Z0, Z5, Z30
 	VFMADD231PS Z1, Z5, Z31
 	ADDQ $128, SI
-	ADDQ $512, DI
 	DECQ R10
 	JNZ tileAVX512x8_loop4
 
@@ -174,8 +180,9 @@ tileAVX512x8_tail:
 	JZ tileAVX512x8_store
 
 tileAVX512x8_loop1:
-	VMOVUPS 0(DI), Z0
+	VMOVUPS (DI), Z0
 	VMOVUPS 64(DI), Z1
+	ADDQ R11, DI
 	VBROADCASTSS 0(SI), Z2
 	VFMADD231PS Z0, Z2, Z16
 	VFMADD231PS Z1, Z2, Z17
@@ -201,12 +208,11 @@ tileAVX512x8_loop1:
 	VFMADD231PS Z0, Z5, Z30
 	VFMADD231PS Z1, Z5, Z31
 	ADDQ $32, SI
-	ADDQ $128, DI
 	DECQ CX
 	JNZ tileAVX512x8_loop1
 
 tileAVX512x8_store:
-	VBROADCASTSS alpha+40(FP), Z0
+	VBROADCASTSS alpha+48(FP), Z0
 	VMULPS Z0, Z16, Z16
 	VMULPS Z0, Z17, Z17
 	VMULPS Z0, Z18, Z18
@@ -223,10 +229,10 @@ tileAVX512x8_store:
 	VMULPS Z0, Z29, Z29
 	VMULPS Z0, Z30, Z30
 	VMULPS Z0, Z31, Z31
-	MOVL beta+44(FP), AX
+	MOVL beta+52(FP), AX
 	TESTL $0x7fffffff, AX
 	JZ tileAVX512x8_store0
-	VBROADCASTSS beta+44(FP), Z1
+	VBROADCASTSS beta+52(FP), Z1
 	VFMADD231PS (DX), Z1, Z16
 	VFMADD231PS 64(DX), Z1, Z17
 	VMOVUPS Z16, (DX)

@@ -27,24 +27,24 @@ var avx512Kernel = &microKernel{
 }
 
 //go:noescape
-func tileAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+func tileAVX2(kc int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
-func tileAVX512x8(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+func tileAVX512x8(kc int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
-func tileAVX2Slices(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+func tileAVX2Slices(kc int, a, b []float32, ldb int, c []float32, ldc int, alpha, beta float32) {
 	// Bounds checks here keep the assembly inside the slices.
 	_ = a[6*kc-1]
-	_ = b[16*kc-1]
+	_ = b[(kc-1)*ldb+15]
 	_ = c[5*ldc+15]
-	tileAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	tileAVX2(kc, &a[0], &b[0], ldb, &c[0], ldc, alpha, beta)
 }
 
-func tileAVX512Slices(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+func tileAVX512Slices(kc int, a, b []float32, ldb int, c []float32, ldc int, alpha, beta float32) {
 	_ = a[8*kc-1]
-	_ = b[32*kc-1]
+	_ = b[(kc-1)*ldb+31]
 	_ = c[7*ldc+31]
-	tileAVX512x8(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	tileAVX512x8(kc, &a[0], &b[0], ldb, &c[0], ldc, alpha, beta)
 }
 
 // Kernels lists the sgemm micro-kernels this CPU can run, fastest first.

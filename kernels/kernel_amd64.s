@@ -1,17 +1,20 @@
 #include "textflag.h"
 
-// func tileAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+// func tileAVX2(kc int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 //
 // C[0:6, 0:16] = alpha * A * B + beta * C, with A a packed 6 x kc sliver (6 floats per
-// step) and B a packed kc x 16 sliver (16 floats per step). The 6x16 tile of C lives in
-// Y4-Y15 (two 8-float registers per row); Y0-Y1 hold one row of B and Y2-Y3 alternate
-// as broadcasts of A. beta == 0 (or -0) stores without reading C. kc >= 1.
-TEXT ·tileAVX2(SB), NOSPLIT, $0-48
+// step) and B kc rows of 16 floats, ldb floats apart (16 when packed). The 6x16 tile of
+// C lives in Y4-Y15 (two 8-float registers per row); Y0-Y1 hold one row of B and Y2-Y3
+// alternate as broadcasts of A. beta == 0 (or -0) stores without reading C. kc >= 1.
+// Each step is the same pattern; the loop is unrolled four times.
+TEXT ·tileAVX2(SB), NOSPLIT, $0-56
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
+	MOVQ ldb+24(FP), R11
+	SHLQ $2, R11
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
@@ -50,8 +53,9 @@ TEXT ·tileAVX2(SB), NOSPLIT, $0-48
 	JZ tail
 
 loop4:
-	VMOVUPS 0(DI), Y0
+	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
+	ADDQ R11, DI
 	VBROADCASTSS 0(SI), Y2
 	VFMADD231PS Y0, Y2, Y4
 	VFMADD231PS Y1, Y2, Y5
@@ -70,8 +74,9 @@ loop4:
 	VBROADCASTSS 20(SI), Y3
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
-	VMOVUPS 64(DI), Y0
-	VMOVUPS 96(DI), Y1
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	ADDQ R11, DI
 	VBROADCASTSS 24(SI), Y2
 	VFMADD231PS Y0, Y2, Y4
 	VFMADD231PS Y1, Y2, Y5
@@ -90,8 +95,9 @@ loop4:
 	VBROADCASTSS 44(SI), Y3
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
-	VMOVUPS 128(DI), Y0
-	VMOVUPS 160(DI), Y1
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	ADDQ R11, DI
 	VBROADCASTSS 48(SI), Y2
 	VFMADD231PS Y0, Y2, Y4
 	VFMADD231PS Y1, Y2, Y5
@@ -110,8 +116,9 @@ loop4:
 	VBROADCASTSS 68(SI), Y3
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
-	VMOVUPS 192(DI), Y0
-	VMOVUPS 224(DI), Y1
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	ADDQ R11, DI
 	VBROADCASTSS 72(SI), Y2
 	VFMADD231PS Y0, Y2, Y4
 	VFMADD231PS Y1, Y2, Y5
@@ -131,7 +138,6 @@ loop4:
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
 	ADDQ $96, SI
-	ADDQ $256, DI
 	DECQ R10
 	JNZ loop4
 
@@ -140,8 +146,9 @@ tail:
 	JZ store
 
 loop1:
-	VMOVUPS 0(DI), Y0
+	VMOVUPS (DI), Y0
 	VMOVUPS 32(DI), Y1
+	ADDQ R11, DI
 	VBROADCASTSS 0(SI), Y2
 	VFMADD231PS Y0, Y2, Y4
 	VFMADD231PS Y1, Y2, Y5
@@ -161,12 +168,11 @@ loop1:
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
 	ADDQ $24, SI
-	ADDQ $64, DI
 	DECQ CX
 	JNZ loop1
 
 store:
-	VBROADCASTSS alpha+40(FP), Y0
+	VBROADCASTSS alpha+48(FP), Y0
 	VMULPS Y0, Y4, Y4
 	VMULPS Y0, Y5, Y5
 	VMULPS Y0, Y6, Y6
@@ -179,10 +185,10 @@ store:
 	VMULPS Y0, Y13, Y13
 	VMULPS Y0, Y14, Y14
 	VMULPS Y0, Y15, Y15
-	MOVL beta+44(FP), AX
+	MOVL beta+52(FP), AX
 	TESTL $0x7fffffff, AX
 	JZ store0
-	VBROADCASTSS beta+44(FP), Y1
+	VBROADCASTSS beta+52(FP), Y1
 	VFMADD231PS (DX), Y1, Y4
 	VFMADD231PS 32(DX), Y1, Y5
 	VMOVUPS Y4, (DX)

@@ -11,14 +11,14 @@ var goKernel = &microKernel{
 	tile: tileGo2x4,
 }
 
-func tileGo2x4(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+func tileGo2x4(kc int, a, b []float32, ldb int, c []float32, ldc int, alpha, beta float32) {
 	a = a[:2*kc]
-	b = b[:4*kc]
+	b = b[:(kc-1)*ldb+4]
 	var c00, c01, c02, c03 float32
 	var c10, c11, c12, c13 float32
-	for len(a) >= 2 && len(b) >= 4 {
-		// Array views let the compiler drop the bounds checks.
-		ap, bp := (*[2]float32)(a), (*[4]float32)(b)
+	for p := 0; p < kc; p++ {
+		// Array views let the compiler drop most bounds checks.
+		ap, bp := (*[2]float32)(a[2*p:]), (*[4]float32)(b[p*ldb:])
 		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
 		a0, a1 := ap[0], ap[1]
 		c00 += a0 * b0
@@ -29,7 +29,6 @@ func tileGo2x4(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 		c11 += a1 * b1
 		c12 += a1 * b2
 		c13 += a1 * b3
-		a, b = a[2:], b[4:]
 	}
 	storeRow4(c[0:4], alpha, beta, c00, c01, c02, c03)
 	storeRow4(c[ldc:ldc+4], alpha, beta, c10, c11, c12, c13)

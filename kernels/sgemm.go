@@ -13,9 +13,10 @@ type microKernel struct {
 	// kc x nr sliver of packed B in L1, and a kc x nc panel of packed B in L3.
 	mc, kc, nc int
 	// tile computes the mr x nr tile c = alpha*a*b + beta*c, where a is a packed mr x kc
-	// sliver (kc groups of mr values), b a packed kc x nr sliver, and c has row stride
-	// ldc. beta == 0 means c is written without being read. The slices are long enough.
-	tile func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	// sliver (kc groups of mr values), b is kc rows of nr values ldb apart (ldb == nr
+	// when packed), and c has row stride ldc. beta == 0 means c is written without being
+	// read. The slices are long enough.
+	tile func(kc int, a, b []float32, ldb int, c []float32, ldc int, alpha, beta float32)
 }
 
 // gemmBuf holds one worker's packing buffers; they grow to the largest block seen and
@@ -176,6 +177,11 @@ func balanced(n, maxBlock, unit int) int {
 	return min(roundUp(ceilDiv(n, blocks), unit), roundUp(maxBlock, unit))
 }
 
+// directRows is the most rows of C for which a non-transposed B is read in place
+// instead of packed: with so few rows each sliver of B is used by few tiles, and
+// packing would cost about as much as the arithmetic (decoding shapes).
+const directRows = 32
+
 // gemmSerial is the Goto/BLIS loop nest on one goroutine: for each kc x nc panel of B
 // (packed once), for each mc x kc block of A (packed once), run the micro-kernel over
 // the block's mr x nr tiles.
@@ -188,12 +194,22 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 	kcb := balanced(k, kern.kc, 1)
 	mcb := balanced(m, kern.mc, mr)
 	ncb := balanced(n, kern.nc, nr)
+	direct := !transB && m <= directRows
 	buf.ensure(mcb*kcb, kcb*ncb)
 	for jc := 0; jc < n; jc += ncb {
 		nc := min(ncb, n-jc)
 		for pc := 0; pc < k; pc += kcb {
 			kc := min(kcb, k-pc)
-			packB(buf.b, b, ldb, transB, pc, jc, kc, nc, nr)
+			bp := block{b: buf.b, ld: nr}
+			if direct {
+				// Whole slivers are read from B itself; only the ragged edge is packed.
+				bp = block{b: b[pc*ldb+jc:], ld: ldb, direct: nc - nc%nr}
+				if nc%nr != 0 {
+					packB(buf.b, b, ldb, false, pc, jc+bp.direct, kc, nc%nr, nr)
+				}
+			} else {
+				packB(buf.b, b, ldb, transB, pc, jc, kc, nc, nr)
+			}
 			bet := beta
 			if pc > 0 {
 				bet = 1
@@ -201,27 +217,41 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 			for ic := 0; ic < m; ic += mcb {
 				mc := min(mcb, m-ic)
 				packA(buf.a, a, lda, transA, ic, pc, mc, kc, mr)
-				macroKernel(kern, buf, mc, nc, kc, alpha, bet, c[ic*ldc+jc:], ldc)
+				macroKernel(kern, buf, bp, mc, nc, kc, alpha, bet, c[ic*ldc+jc:], ldc)
 			}
 		}
 	}
 }
 
+// block says where the macro-kernel finds B's slivers: the first direct columns in b
+// itself (row stride ld), the rest packed in the buffer.
+type block struct {
+	b      []float32
+	ld     int
+	direct int
+}
+
 // macroKernel runs the micro-kernel over an mc x nc block of C from packed A and B.
-func macroKernel(kern *microKernel, buf *gemmBuf, mc, nc, kc int, alpha, beta float32, c []float32, ldc int) {
+func macroKernel(kern *microKernel, buf *gemmBuf, bb block, mc, nc, kc int, alpha, beta float32, c []float32, ldc int) {
 	mr, nr := kern.mr, kern.nr
 	tmp := buf.tmp[:mr*nr]
 	for jr := 0; jr < nc; jr += nr {
 		cols := min(nr, nc-jr)
-		bp := buf.b[jr*kc : (jr+nr)*kc]
+		var bp []float32
+		ldb := nr
+		if jr < bb.direct {
+			bp, ldb = bb.b[jr:], bb.ld
+		} else {
+			bp = buf.b[(jr-bb.direct)*kc : (jr-bb.direct+nr)*kc]
+		}
 		for ir := 0; ir < mc; ir += mr {
 			rows := min(mr, mc-ir)
 			ap := buf.a[ir*kc : (ir+mr)*kc]
 			if rows == mr && cols == nr {
-				kern.tile(kc, ap, bp, c[ir*ldc+jr:], ldc, alpha, beta)
+				kern.tile(kc, ap, bp, ldb, c[ir*ldc+jr:], ldc, alpha, beta)
 				continue
 			}
-			kern.tile(kc, ap, bp, tmp, nr, alpha, 0)
+			kern.tile(kc, ap, bp, ldb, tmp, nr, alpha, 0)
 			for i := range rows {
 				crow := c[(ir+i)*ldc+jr:][:cols]
 				trow := tmp[i*nr:][:cols]
