@@ -201,7 +201,7 @@ func TestSFTLowersValidationLossAndLearnsToStop(t *testing.T) {
 	if testing.Short() {
 		cfg.Steps = 25
 	}
-	cfg.Packing = true
+	cfg.Packing, cfg.SeqLen = true, 128
 	var evals []float64
 	var progress int
 	m, res, err := Train(context.Background(), cfg, base, train, val, Hooks{
