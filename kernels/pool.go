@@ -77,13 +77,15 @@ type task struct {
 // maxChunks bounds a call's chunk count so it fits the claim word.
 const maxChunks = 1<<16 - 1
 
-// NewPool returns a pool of n workers (n < 1 means 1). Call Close when done; a Pool that
+// maxWorkers bounds the pool size (Parallel makes one chunk per worker).
+const maxWorkers = 1024
+
+// NewPool returns a pool of n workers (n < 1 means 1, and more than maxWorkers means
+// maxWorkers). Call Close when done; a Pool that
 // becomes unreachable without Close has its goroutines stopped by a cleanup, so a
 // forgotten Close leaks nothing for long.
 func NewPool(n int, opts ...Option) *Pool {
-	if n < 1 {
-		n = 1
-	}
+	n = min(max(n, 1), maxWorkers)
 	var cfg poolConfig
 	for _, o := range opts {
 		o(&cfg)

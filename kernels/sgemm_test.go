@@ -384,3 +384,12 @@ func TestUnreachablePoolStopsWorkers(t *testing.T) {
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), before+2, "40 worker goroutines were started")
 }
+
+func TestNewPoolClampsWorkers(t *testing.T) {
+	tests := []struct{ n, want int }{{-3, 1}, {0, 1}, {1, 1}, {3, 3}, {1 << 20, maxWorkers}}
+	for _, tt := range tests {
+		p := NewPool(tt.n)
+		assert.Equal(t, tt.want, p.Workers(), "NewPool(%d)", tt.n)
+		p.Close()
+	}
+}
