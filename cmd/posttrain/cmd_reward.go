@@ -361,32 +361,42 @@ func writeRewardRows(input, output string, rows []datasets.EncodedPreference, re
 	return os.Rename(tmp.Name(), output)
 }
 
-// rewardCountBar is a count progress bar on stderr.
+// rewardCountBar is a count progress bar on stderr, created at the first update when the
+// total is known (a bar of unknown length runs a spinner goroutine we do not need).
 type rewardCountBar struct {
-	bar *progressbar.ProgressBar
-	w   io.Writer
+	bar  *progressbar.ProgressBar
+	w    io.Writer
+	desc string
 }
 
 func newRewardCountBar(w io.Writer, desc string) *rewardCountBar {
-	return &rewardCountBar{w: w, bar: progressbar.NewOptions(-1,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionThrottle(100*time.Millisecond),
-	)}
+	return &rewardCountBar{w: w, desc: desc}
 }
 
 func (b *rewardCountBar) set(done, total int) {
-	if b.bar.GetMax() != total {
-		b.bar.ChangeMax(total)
+	if b.bar == nil || b.bar.GetMax() != total {
+		if b.bar != nil {
+			_ = b.bar.Finish()
+			fmt.Fprintln(b.w)
+		}
+		b.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(b.w),
+			progressbar.OptionSetDescription(b.desc),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(24),
+			progressbar.OptionThrottle(100*time.Millisecond),
+		)
 	}
 	_ = b.bar.Set(done)
 }
 
 func (b *rewardCountBar) finish() {
+	if b.bar == nil {
+		return
+	}
 	_ = b.bar.Finish()
 	fmt.Fprintln(b.w)
+	b.bar = nil
 }
 
 // newAverageCmd is model averaging (soups).
