@@ -467,10 +467,11 @@ model.safetensors, and appears atomically.`,
 				if scoreData == "" || stage == "" {
 					return errors.New("average: --method greedy needs --score-data and --stage")
 				}
-				score, dir, err := stageScore(ctx, stage, scoreData, reference, args[0], threads)
+				score, dir, cleanup, err := stageScore(ctx, stage, scoreData, reference, args[0], threads)
 				if err != nil {
 					return err
 				}
+				defer cleanup()
 				errw := cmd.ErrOrStderr()
 				res, err = averaging.Greedy(ctx, out, args, averaging.GreedyOptions{Options: opts, Score: score, Direction: dir,
 					OnStep: func(s averaging.GreedyStep) {
@@ -493,7 +494,7 @@ model.safetensors, and appears atomically.`,
 	f.StringVar(&weights, "weights", "", "comma-separated weights, one per input (weighted)")
 	f.StringVar(&scoreData, "score-data", "", "held-out rows for the greedy score (JSONL)")
 	f.StringVar(&stage, "stage", "", "greedy score metric: reward, sft or dpo")
-	f.StringVar(&reference, "reference", "", "DPO reference model for --stage dpo (default: the first input)")
+	f.StringVar(&reference, "reference", "", "DPO reference model for --stage dpo (the SFT model the runs started from)")
 	f.StringVar(&out, "out", "", "output model directory")
 	f.BoolVar(&overwrite, "overwrite", false, "replace a non-empty --out")
 	f.IntVar(&threads, "threads", 0, "kernel threads for greedy scoring (0: all CPUs)")
@@ -514,21 +515,21 @@ func parseWeights(s string) ([]float64, error) {
 }
 
 // stageScore builds the greedy score of a stage on data, encoded once with the first
-// input's tokenizer (all inputs share it, which averaging checks).
-func stageScore(ctx context.Context, stage, data, reference, first string, threads int) (averaging.ScoreFunc, averaging.Direction, error) {
+// input's tokenizer (all inputs share it, which averaging checks). Call cleanup when done.
+func stageScore(ctx context.Context, stage, data, reference, first string, threads int) (score averaging.ScoreFunc, dir averaging.Direction, cleanup func(), err error) {
+	cleanup = func() {}
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
 	var tok *tokenizer.Tokenizer
 	if path, ok := checkpoint.TokenizerPath(first); ok {
-		var err error
 		if tok, err = tokenizer.LoadFile(path); err != nil {
-			return nil, 0, fmt.Errorf("average: %w", err)
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 		}
 	}
 	cfg, err := transformer.LoadConfig(filepath.Join(first, checkpoint.ConfigFile))
 	if err != nil {
-		return nil, 0, fmt.Errorf("average: %w", err)
+		return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 	}
 	maxLen := cfg.MaxPositionEmbeddings
 	withPool := func(fn func(pool *kernels.Pool) (float64, error)) (float64, error) {
@@ -540,7 +541,7 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 	case "reward":
 		rows, err := loadPreferenceRows(data, tok, maxLen)
 		if err != nil {
-			return nil, 0, fmt.Errorf("average: %w", err)
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 		}
 		return func(ctx context.Context, dir string) (float64, error) {
 			return withPool(func(pool *kernels.Pool) (float64, error) {
@@ -554,11 +555,11 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 				r, _, err := reward.Evaluate(ctx, m, rows, reward.DefaultEvalOptions())
 				return r.Accuracy, err
 			})
-		}, averaging.HigherIsBetter, nil
+		}, averaging.HigherIsBetter, cleanup, nil
 	case "sft":
 		rows, err := averageSFTRows(data, tok, maxLen)
 		if err != nil {
-			return nil, 0, fmt.Errorf("average: %w", err)
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 		}
 		return func(ctx context.Context, dir string) (float64, error) {
 			return withPool(func(pool *kernels.Pool) (float64, error) {
@@ -569,19 +570,28 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 				r, err := sft.Evaluate(ctx, m, rows)
 				return r.Loss, err
 			})
-		}, averaging.LowerIsBetter, nil
+		}, averaging.LowerIsBetter, cleanup, nil
 	case "dpo":
 		rows, err := loadPreferenceRows(data, tok, maxLen)
 		if err != nil {
-			return nil, 0, fmt.Errorf("average: %w", err)
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 		}
 		pairs, err := dpo.Pairs(rows, "")
 		if err != nil {
-			return nil, 0, fmt.Errorf("average: %w", err)
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
 		}
 		if reference == "" {
-			reference = first
+			return nil, 0, cleanup, errors.New("average: --stage dpo needs --reference (the SFT model the DPO runs started from)")
 		}
+		// The reference is frozen: its log-probs are computed once and cached for every
+		// candidate and trial soup.
+		cacheDir, err := os.MkdirTemp("", "posttrain-average-refcache-")
+		if err != nil {
+			return nil, 0, cleanup, fmt.Errorf("average: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(cacheDir) }
+		opts := dpo.DefaultOptions()
+		opts.CacheDir = cacheDir
 		return func(ctx context.Context, dir string) (float64, error) {
 			return withPool(func(pool *kernels.Pool) (float64, error) {
 				policy, err := checkpoint.Load(ctx, dir, pool)
@@ -592,12 +602,12 @@ func stageScore(ctx context.Context, stage, data, reference, first string, threa
 				if err != nil {
 					return 0, err
 				}
-				r, err := dpo.Evaluate(ctx, policy, ref, pairs, dpo.DefaultOptions())
+				r, err := dpo.Evaluate(ctx, policy, ref, pairs, opts)
 				return r.Accuracy, err
 			})
-		}, averaging.HigherIsBetter, nil
+		}, averaging.HigherIsBetter, cleanup, nil
 	}
-	return nil, 0, fmt.Errorf("average: --stage %q is not one of reward, sft, dpo", stage)
+	return nil, 0, cleanup, fmt.Errorf("average: --stage %q is not one of reward, sft, dpo", stage)
 }
 
 // averageSFTRows reads and encodes SFT rows for the greedy sft score (all assistant turns).

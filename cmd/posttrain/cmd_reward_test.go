@@ -116,6 +116,8 @@ func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	require.ErrorContains(t, err, "weights must be >= 0")
 	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--out", filepath.Join(dir, "bad"), rms[0], rms[1])
 	require.ErrorContains(t, err, "--score-data and --stage")
+	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--stage", "dpo", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
+	require.ErrorContains(t, err, "needs --reference")
 
 	// Bad data names the file and line.
 	bad := filepath.Join(dir, "bad.jsonl")
