@@ -294,8 +294,9 @@ func packA(dst, a []float32, lda int, trans bool, i0, p0, mc, kc, mr int) {
 		rows := min(mr, mc-ir)
 		d := dst[ir*kc : (ir+mr)*kc]
 		switch {
+		case trans && rows == mr && gatherRows(a[p0*lda+i0+ir:], lda, d, kc, mr):
+			// A is k x m: the mr values for one p are contiguous; copied in assembly.
 		case trans:
-			// A is k x m: the mr values for one p are contiguous.
 			for p := range kc {
 				src := a[(p0+p)*lda+i0+ir:][:rows]
 				dp := d[p*mr : (p+1)*mr]

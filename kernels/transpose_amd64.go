@@ -21,12 +21,15 @@ func transpose8Rows(src []float32, lds int, dst []float32, ldd, nb int) bool {
 func copy8Rows(src *float32, lds int, dst *float32, n int)
 
 //go:noescape
+func copy6Rows(src *float32, lds int, dst *float32, n int)
+
+//go:noescape
 func copy16Rows(src *float32, lds int, dst *float32, n int)
 
 //go:noescape
 func copy32Rows(src *float32, lds int, dst *float32, n int)
 
-// gatherRows sets dst[p*w+i] = src[p*lds+i] for p < n, i < w (n >= 1, w in 8, 16, 32),
+// gatherRows sets dst[p*w+i] = src[p*lds+i] for p < n, i < w (n >= 1, w in 6, 8, 16, 32),
 // reporting false and doing nothing when the CPU lacks AVX2 or w is another width.
 func gatherRows(src []float32, lds int, dst []float32, n, w int) bool {
 	if !hasAVX2FMA {
@@ -35,6 +38,8 @@ func gatherRows(src []float32, lds int, dst []float32, n, w int) bool {
 	_ = src[(n-1)*lds+w-1]
 	_ = dst[w*n-1]
 	switch w {
+	case 6:
+		copy6Rows(&src[0], lds, &dst[0], n)
 	case 8:
 		copy8Rows(&src[0], lds, &dst[0], n)
 	case 16:

@@ -143,3 +143,24 @@ c32loop:
 	JNZ     c32loop
 	VZEROUPPER
 	RET
+
+// func copy6Rows(src *float32, lds int, dst *float32, n int)
+//
+// copy8Rows for rows of 6 floats (one 16-byte and one 8-byte move each).
+TEXT ·copy6Rows(SB), NOSPLIT, $0-32
+	MOVQ src+0(FP), SI
+	MOVQ lds+8(FP), BX
+	MOVQ dst+16(FP), DI
+	MOVQ n+24(FP), CX
+	SHLQ $2, BX
+
+c6loop:
+	VMOVUPS (SI), X0
+	VMOVQ   16(SI), X1
+	VMOVUPS X0, (DI)
+	VMOVQ   X1, 16(DI)
+	ADDQ    BX, SI
+	ADDQ    $24, DI
+	DECQ    CX
+	JNZ     c6loop
+	RET
