@@ -14,7 +14,8 @@ type BenchOptions struct {
 	// Prompts random prompts of PromptLen tokens, K samples each of exactly
 	// MaxNewTokens tokens (no stop tokens, so both sharing modes do the same work).
 	Prompts, PromptLen, K, MaxNewTokens int
-	// NoSharing measures the baseline where every sample prefills the prompt itself.
+	// NoSharing measures the baseline where every sample prefills the prompt itself,
+	// in the policy and in the reward model.
 	NoSharing bool
 	// KVBudget bounds the KV cache as in Options (0 = DefaultKVBudget).
 	KVBudget int64
@@ -31,7 +32,8 @@ func DefaultBenchOptions() BenchOptions {
 // Benchmark runs rejection sampling (temperature 1, top-p 0.95, scoring and best-of-K
 // selection included) on a random workload and returns its statistics: SamplesPerSec,
 // TokensPerSec and the prefill/decode/score times. rm is the reward model; nil scores
-// with a random-weight classifier of the policy's shape.
+// with a random-weight classifier of the policy's shape. With sharing, scoring goes
+// through a PrefixScorer; without, through reward.Scorer's full forward pass.
 func Benchmark(ctx context.Context, policy, rm *transformer.Model, opts BenchOptions) (Stats, error) {
 	if policy == nil {
 		return Stats{}, fmt.Errorf("sampling benchmark: nil policy")
@@ -39,6 +41,7 @@ func Benchmark(ctx context.Context, policy, rm *transformer.Model, opts BenchOpt
 	if opts.Prompts < 1 || opts.PromptLen < 1 || opts.K < 1 || opts.MaxNewTokens < 1 {
 		return Stats{}, fmt.Errorf("sampling benchmark: prompts %d, prompt length %d, k %d and max new tokens %d must all be >= 1", opts.Prompts, opts.PromptLen, opts.K, opts.MaxNewTokens)
 	}
+	var err error
 	if rm == nil {
 		cfg := policy.Config
 		cfg.Architectures = []string{transformer.ArchSequenceClassifier}
@@ -50,7 +53,14 @@ func Benchmark(ctx context.Context, policy, rm *transformer.Model, opts BenchOpt
 		m.Init(opts.Seed + 1)
 		rm = m
 	}
-	scorer, err := reward.NewScorer(rm, reward.DefaultScoreBatch, opts.PromptLen+opts.MaxNewTokens)
+	// Sharing covers scoring too: the shared run scores through the reward model's KV
+	// cache (PrefixScorer), the baseline runs the whole prompt+response per sample.
+	var scorer Scorer
+	if opts.NoSharing {
+		scorer, err = reward.NewScorer(rm, reward.DefaultScoreBatch, opts.PromptLen+opts.MaxNewTokens)
+	} else {
+		scorer, err = NewPrefixScorer(rm, opts.MaxBatch)
+	}
 	if err != nil {
 		return Stats{}, fmt.Errorf("sampling benchmark: %w", err)
 	}

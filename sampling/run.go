@@ -105,12 +105,24 @@ func (s *Sampler) Options() Options { return s.opts }
 
 // PromptKVBytes is the KV memory admission reserves for prompt p: its prompt once plus
 // K x MaxNewTokens (or K prompts without sharing).
+// A scorer with a KV cache (PrefixScorer) needs its prompt plus K responses after
+// generation; the larger of the two is reserved.
 func (s *Sampler) PromptKVBytes(p *Prompt) int64 {
 	o := &s.opts
+	need := inference.RequestKVBytes(s.cfg, len(p.Tokens), o.K, o.Params.MaxNewTokens)
 	if o.NoSharing {
-		return int64(o.K) * inference.RequestKVBytes(s.cfg, len(p.Tokens), 1, o.Params.MaxNewTokens)
+		need = int64(o.K) * inference.RequestKVBytes(s.cfg, len(p.Tokens), 1, o.Params.MaxNewTokens)
 	}
-	return inference.RequestKVBytes(s.cfg, len(p.Tokens), o.K, o.Params.MaxNewTokens)
+	if ks, ok := s.scorer.(kvScorer); ok {
+		need = max(need, ks.KVBytesPerToken()*int64(len(p.Tokens)+o.K*o.Params.MaxNewTokens))
+	}
+	return need
+}
+
+// kvScorer is a Scorer that holds a KV cache of KVBytesPerToken per position scored
+// (the prompt once, each response once) while it scores one prompt's samples.
+type kvScorer interface {
+	KVBytesPerToken() int64
 }
 
 // Run samples from the sampler's policy with opts' defaults; see (*Sampler).Run.
@@ -401,8 +413,11 @@ func (r *run) retire(ctx context.Context) error {
 		if !o.NoSharing {
 			r.releasePrefix(&j.prefixes[0])
 		}
+		// The reservation is held through scoring: a scorer with its own KV cache
+		// (PrefixScorer) uses it once the policy's caches are freed.
+		err := r.finish(ctx, j)
 		r.reserved -= j.reserved
-		if err := r.finish(ctx, j); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -459,9 +474,19 @@ func (r *run) finish(ctx context.Context, j *job) error {
 	for k, sm := range j.samples {
 		seqs[k] = datasets.Sequence{Prompt: j.p.Tokens, Response: sm.tokens}
 	}
+	var scoreKV int64
+	if ks, ok := s.scorer.(kvScorer); ok {
+		scoreKV = int64(len(j.p.Tokens))
+		for _, q := range seqs {
+			scoreKV += int64(len(q.Response))
+		}
+		scoreKV *= ks.KVBytesPerToken()
+	}
+	r.hold(scoreKV)
 	t0 := time.Now()
 	rewards, err := s.scorer.Score(ctx, seqs)
 	st.ScoreTime += time.Since(t0)
+	r.inUse -= scoreKV
 	if err != nil {
 		return fmt.Errorf("sampling: score %s: %w", j.p.name(), err)
 	}

@@ -28,17 +28,26 @@ func TestAdmissionNeverExceedsBudget(t *testing.T) {
 		noShare   bool
 		minFlight int // prompts that must have been in flight together at some point
 		maxFlight int
+		kvScorer  bool // score through the reward model's KV cache (counted too)
 	}{
-		{"one prompt at a time", one, false, 1, 1},
-		{"two and a half prompts", one * 5 / 2, false, 2, 3},
-		{"everything fits", 100 * one, false, 6, 6},
-		{"no sharing needs K prompt copies", int64(o.K) * inference.RequestKVBytes(e.policy.Config, longest, 1, o.Params.MaxNewTokens), true, 1, 1},
+		{"one prompt at a time", one, false, 1, 1, false},
+		{"two and a half prompts", one * 5 / 2, false, 2, 3, false},
+		{"everything fits", 100 * one, false, 6, 6, false},
+		{"no sharing needs K prompt copies", int64(o.K) * inference.RequestKVBytes(e.policy.Config, longest, 1, o.Params.MaxNewTokens), true, 1, 1, false},
+		{"scorer cache within the budget", one, false, 1, 1, true},
+		{"scorer cache, two and a half prompts", one * 5 / 2, false, 2, 3, true},
 	}
+	ps, err := NewPrefixScorer(e.rm, 0)
+	require.NoError(t, err)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := o
 			opts.KVBudget, opts.NoSharing = tc.budget, tc.noShare
-			res, err := Run(context.Background(), e.policy, e.scorer, prompts, opts)
+			var sc Scorer = e.scorer
+			if tc.kvScorer {
+				sc = ps
+			}
+			res, err := Run(context.Background(), e.policy, sc, prompts, opts)
 			require.NoError(t, err)
 			st := res.Stats
 			assert.LessOrEqual(t, st.PeakKVBytes, tc.budget, "KV bytes held")

@@ -33,7 +33,7 @@ type sampleOptions struct {
 	k, topK, maxNew, topN, shards, shard, threads int
 	maxBatch                                      int
 	temperature, topP, minReward                  float64
-	dedup, keepTruncated, noSharing               bool
+	dedup, keepTruncated, noSharing, rmCache      bool
 	seed                                          uint64
 }
 
@@ -61,7 +61,9 @@ score each with the reward model, and keep the best (--top-n, --min-reward, --de
 Each prompt is prefilled once and its KV cache is shared by all K samples. A prompt is
 admitted only when its KV cache (prompt + K x --max-new-tokens positions) fits the
 --kv-budget next to the prompts already in flight, so nothing is evicted or recomputed;
-the samples of all admitted prompts decode together in one batch.
+the samples of all admitted prompts decode together in one batch. Scoring shares the
+prompt too (--rm-kv-cache): the reward model runs each prompt once, then the K
+responses, inside the same budget.
 
 Prompts (--prompts) are JSONL rows: {"prompt": "text"}, {"prompt": [messages]},
 {"messages": [...]} or {"prompt_ids": [...]}, with an optional "id". Text prompts are
@@ -105,6 +107,7 @@ workers) together produce exactly the samples of one unsharded run.`,
 	f.BoolVar(&o.dedup, "dedup", false, "identical completions count once when selecting")
 	f.BoolVar(&o.keepTruncated, "keep-truncated", false, "allow samples cut at --max-new-tokens to be selected")
 	f.BoolVar(&o.noSharing, "no-sharing", false, "prefill the prompt once per sample (baseline; same samples, slower)")
+	f.BoolVar(&o.rmCache, "rm-kv-cache", true, "score through the reward model's KV cache, running each prompt once (false: a full forward pass per sample)")
 	f.Uint64Var(&o.seed, "seed", 1, "run seed")
 	f.IntVar(&o.shards, "shards", 1, "split the prompts into this many shards")
 	f.IntVar(&o.shard, "shard", 0, "the shard to run, in [0, --shards)")
@@ -164,7 +167,12 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	if err != nil {
 		return fmt.Errorf("--shards/--shard: %w", err)
 	}
-	scorer, err := reward.NewScorer(rm, reward.DefaultScoreBatch, 0)
+	var scorer sampling.Scorer
+	if o.rmCache && !o.noSharing {
+		scorer, err = sampling.NewPrefixScorer(rm, o.maxBatch)
+	} else {
+		scorer, err = reward.NewScorer(rm, reward.DefaultScoreBatch, 0)
+	}
 	if err != nil {
 		return err
 	}

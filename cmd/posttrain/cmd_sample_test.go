@@ -106,6 +106,26 @@ func TestSampleCommand(t *testing.T) {
 		union = append(union, strings.Split(strings.TrimSpace(string(b)), "\n")...)
 	}
 	assert.Equal(t, lines, union)
+
+	// Scoring without the reward model's cache gives the same samples and rewards
+	// (to float32 rounding).
+	plain := filepath.Join(dir, "all-plain.jsonl")
+	_, stderr, err = rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
+		"--system", "Be brief.", "--kv-budget", "1MiB", "--out", filepath.Join(dir, "sel-plain.jsonl"),
+		"--candidates", plain, "--rm-kv-cache=false", "--threads", "1")
+	require.NoError(t, err, stderr)
+	b, err := os.ReadFile(plain)
+	require.NoError(t, err)
+	plainLines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, plainLines, len(lines))
+	for i := range lines {
+		var x, y sampling.Candidate
+		require.NoError(t, json.Unmarshal([]byte(lines[i]), &x))
+		require.NoError(t, json.Unmarshal([]byte(plainLines[i]), &y))
+		assert.Equal(t, x.Tokens, y.Tokens)
+		assert.InDelta(t, x.Reward, y.Reward, 1e-4)
+	}
 }
 
 func TestSampleCommandHumanSummary(t *testing.T) {
