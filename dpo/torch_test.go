@@ -28,8 +28,8 @@ import (
 // PyTorch. TestEvaluateMatchesTorch needs no Python.
 const torchDir = "testdata/torch"
 
-// fixtureFormatting are the formatting token ids of the fixture's vocabulary.
-var fixtureFormatting = []int32{61, 62, 63}
+// fixtureFormatting returns the formatting token ids of the fixture's vocabulary.
+func fixtureFormatting() []int32 { return []int32{61, 62, 63} }
 
 func fixtureConfig() transformer.Config {
 	return transformer.Config{
@@ -57,7 +57,7 @@ func TestWriteTorchFixture(t *testing.T) {
 		for i := range out {
 			out[i] = int32(rng.IntN(61))
 			if rng.IntN(6) == 0 {
-				out[i] = fixtureFormatting[rng.IntN(2)] // a header token mid-sequence
+				out[i] = fixtureFormatting()[rng.IntN(2)] // a header token mid-sequence
 			}
 		}
 		if end {
@@ -85,7 +85,7 @@ func TestWriteTorchFixture(t *testing.T) {
 
 	// The policy is the reference after a few DPO steps, so the log-ratios are not zero;
 	// every third pair is trained the wrong way round, so the accuracy is not 1.
-	pairs := fixturePairs(t, fixtureFormatting)
+	pairs := fixturePairs(t, fixtureFormatting())
 	for i := range pairs {
 		if i%3 == 1 {
 			p := &pairs[i]

@@ -139,7 +139,7 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	}
 
 	var state *trainer.State
-	m := sft.CloneModel(policy)
+	var m *transformer.Model
 	if cfg.Resume {
 		saved, st, err := sft.LoadRunCheckpoint(ctx, cfg.OutDir, policy.Pool)
 		if err != nil {
@@ -149,10 +149,13 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 			return nil, res, fmt.Errorf("dpo: resume: the checkpoint in %s does not fit the policy: %w", cfg.OutDir, err)
 		}
 		m, state = saved, st
-	} else if cfg.OutDir != "" {
-		if err := sft.CheckOutDir(cfg.OutDir); err != nil {
-			return nil, res, fmt.Errorf("dpo: %w", err)
+	} else {
+		if cfg.OutDir != "" {
+			if err := sft.CheckOutDir(cfg.OutDir); err != nil {
+				return nil, res, fmt.Errorf("dpo: %w", err)
+			}
 		}
+		m = sft.CloneModel(policy)
 	}
 	res.Parameters = len(m.W.Data)
 

@@ -145,7 +145,7 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 	}
 
 	var state *trainer.State
-	m := CloneModel(base)
+	var m *transformer.Model
 	if cfg.Resume {
 		saved, st, err := LoadRunCheckpoint(ctx, cfg.OutDir, base.Pool)
 		if err != nil {
@@ -155,10 +155,13 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 			return nil, res, fmt.Errorf("sft: resume: the checkpoint in %s does not fit the model: %w", cfg.OutDir, err)
 		}
 		m, state = saved, st
-	} else if cfg.OutDir != "" {
-		if err := CheckOutDir(cfg.OutDir); err != nil {
-			return nil, res, fmt.Errorf("sft: %w", err)
+	} else {
+		if cfg.OutDir != "" {
+			if err := CheckOutDir(cfg.OutDir); err != nil {
+				return nil, res, fmt.Errorf("sft: %w", err)
+			}
 		}
+		m = CloneModel(base)
 	}
 
 	l := unpackedLayout(train)

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/dpo"
 	"github.com/posttrain/posttrain/kernels"
@@ -73,12 +74,15 @@ of multi-turn conversations. Rows are drawn in a --seed shuffled order each epoc
 --out receives the model plus trainer_state.{json,bin} every --checkpoint-every steps, at
 the end and on Ctrl-C; --resume continues that run and ends with exactly the weights an
 uninterrupted run would have produced. Validation loss on --val is measured before and
-after training (and every --eval-every steps).`,
+after training (and every --eval-every steps).` + configNote,
 		Example: `  posttrain sft train --model base --train sft.jsonl --val sft_val.jsonl --out sft1 --steps 200 --batch 8 --lr 3e-4
   posttrain sft train --model base --train sft.jsonl --out sft1 --steps 200 --resume --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := applyStageConfig(g, cmd.Flags(), "sft"); err != nil {
+				return fmt.Errorf("sft train: %w", err)
+			}
 			if cfg.OutDir == "" {
 				return errors.New("sft train: --out is required")
 			}
@@ -155,6 +159,9 @@ func newSFTEvalCmd(g *globalOptions) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := applyStageConfig(g, cmd.Flags(), "sft"); err != nil {
+				return fmt.Errorf("sft eval: %w", err)
+			}
 			if model == "" || input == "" {
 				return errors.New("sft eval: --model and --input are required")
 			}
@@ -299,12 +306,15 @@ The reference log-probs are computed once per dataset and cached in --cache-dir 
 refcache-<key>.json (key: the pairs, masking and the reference weights). --out receives
 the policy plus trainer_state.{json,bin} every --checkpoint-every steps, at the end and on
 Ctrl-C; --resume continues that run bit-identically. Metrics each step: loss, dpo_loss,
-nll_loss, rewards, margin, accuracy and the chosen log-prob.`,
+nll_loss, rewards, margin, accuracy and the chosen log-prob.` + configNote,
 		Example: `  posttrain dpo train --policy sft1 --input prefs.jsonl --val prefs_val.jsonl --out dpo1 --steps 100 --batch 4 --lr 1e-5
   posttrain dpo train --policy sft1 --input ids.jsonl --formatting-token-ids 257,258,259 --out dpo1 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := applyStageConfig(g, cmd.Flags(), "dpo"); err != nil {
+				return fmt.Errorf("dpo train: %w", err)
+			}
 			if cfg.OutDir == "" {
 				return errors.New("dpo train: --out is required")
 			}
@@ -363,12 +373,15 @@ func newDPOEvalCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eval --policy DIR --reference DIR --input pairs.jsonl [--beta B] [--nll-coef C] [--nll-norm N] [--mask-formatting=true|false] [--formatting-token-ids ...] [--json]",
 		Short: "DPO metrics of a policy against a reference, averaged over pairs, without training",
-		Long:  "Compute loss, dpo_loss, nll_loss, rewards_chosen, rewards_rejected, margin, accuracy\nand logps_chosen averaged over the pairs, without training.\n\n" + dpoRowsHelp,
+		Long:  "Compute loss, dpo_loss, nll_loss, rewards_chosen, rewards_rejected, margin, accuracy\nand logps_chosen averaged over the pairs, without training.\n\n" + dpoRowsHelp + configNote,
 		Example: `  posttrain dpo eval --policy dpo1 --reference sft1 --input prefs_val.jsonl --json
   posttrain dpo eval --policy dpo1 --reference sft1 --input ids.jsonl --formatting-token-ids 61,62,63 --nll-norm batch-token-mean --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := applyStageConfig(g, cmd.Flags(), "dpo"); err != nil {
+				return fmt.Errorf("dpo eval: %w", err)
+			}
 			pool := newStagePool(d.threads)
 			defer pool.Close()
 			policy, reference, pairs, _, err := d.load(ctx, &o, pool, cmd.ErrOrStderr())
@@ -621,4 +634,97 @@ func (b *stageBar) note(s string) {
 func (b *stageBar) finish() {
 	_ = b.bar.Exit()
 	fmt.Fprintln(b.w)
+}
+
+// configNote tells --help readers where unset flags come from.
+const configNote = `
+
+Flags that are not given take their values from the pipeline config (the --preset, the
+--config file, POSTTRAIN_* variables and --set key=value, e.g. --set dpo.beta=0.2):
+sections sft/dpo (lr, steps, batch_size, packing, train_on, beta, nll_coef, nll_norm,
+mask_formatting, formatting_token_ids) and trainer (warmup_steps, schedule,
+min_lr_ratio, weight_decay, grad_clip, grad_accum, checkpoint_every, threads), and
+model.seed. A flag given on the command line wins.`
+
+// flagFiller sets flags the user did not give from the pipeline config.
+type flagFiller struct {
+	f   *pflag.FlagSet
+	err error
+}
+
+func (d *flagFiller) set(name string, value any) {
+	fl := d.f.Lookup(name)
+	if d.err != nil || fl == nil || fl.Changed {
+		return
+	}
+	var s string
+	switch v := value.(type) {
+	case []int:
+		parts := make([]string, len(v))
+		for i, x := range v {
+			parts[i] = strconv.Itoa(x)
+		}
+		s = strings.Join(parts, ",")
+	default:
+		s = fmt.Sprint(v)
+	}
+	if err := d.f.Set(name, s); err != nil {
+		d.err = fmt.Errorf("config value %q for --%s: %w", s, name, err)
+	}
+}
+
+// applyStageConfig loads the pipeline config (preset < file < env < --set) and fills the
+// flags of stage ("sft" or "dpo") that the command line left unset.
+func applyStageConfig(g *globalOptions, f *pflag.FlagSet, stage string) error {
+	c, err := configs.Load(configs.Sources{Preset: g.preset, File: g.configFile, Sets: g.sets})
+	if err != nil {
+		return err
+	}
+	d := &flagFiller{f: f}
+	t := c.Trainer
+	d.set("warmup", t.WarmupSteps)
+	d.set("decay", t.Schedule)
+	d.set("min-lr-ratio", t.MinLRRatio)
+	d.set("weight-decay", t.WeightDecay)
+	d.set("clip", t.GradClip)
+	if t.GradAccum > 0 {
+		d.set("accum", t.GradAccum)
+	}
+	d.set("checkpoint-every", t.CheckpointEvery)
+	d.set("threads", t.Threads)
+	if c.Model.Seed >= 0 {
+		d.set("seed", c.Model.Seed)
+	}
+	switch stage {
+	case "sft":
+		s := c.SFT
+		d.set("lr", s.LR)
+		if s.Steps > 0 {
+			d.set("steps", s.Steps)
+		}
+		if s.BatchSize > 0 {
+			d.set("batch", s.BatchSize)
+		}
+		d.set("packing", s.Packing)
+		d.set("last-turn-only", s.TrainOn == configs.TrainOnLast)
+	case "dpo":
+		s := c.DPO
+		d.set("lr", s.LR)
+		if s.Steps > 0 {
+			d.set("steps", s.Steps)
+		}
+		if s.BatchSize > 0 {
+			d.set("batch", s.BatchSize)
+		}
+		d.set("beta", s.Beta)
+		d.set("nll-coef", s.NLLCoef)
+		if s.NLLNorm != "" {
+			d.set("nll-norm", s.NLLNorm)
+		}
+		d.set("mask-formatting", s.MaskFormatting)
+		if len(s.FormattingTokenIDs) > 0 {
+			d.set("formatting-token-ids", s.FormattingTokenIDs)
+		}
+	}
+	return d.err
 }

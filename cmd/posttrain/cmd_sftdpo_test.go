@@ -182,3 +182,39 @@ func TestSFTDPOCLIRejectsBadRows(t *testing.T) {
 		})
 	}
 }
+
+// TestDPOEvalTakesUnsetFlagsFromConfig: --set dpo.beta / dpo.nll_norm / dpo.formatting_token_ids
+// stand in for the flags, and a flag given on the command line wins over the config.
+func TestDPOEvalTakesUnsetFlagsFromConfig(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(torchFixture, "golden.json"))
+	require.NoError(t, err)
+	var golden struct {
+		Cases []struct {
+			Metrics map[string]float64 `json:"metrics"`
+		} `json:"cases"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &golden))
+	base := []string{"dpo", "eval", "--policy", filepath.Join(torchFixture, "policy"), "--reference", filepath.Join(torchFixture, "reference"),
+		"--input", filepath.Join(torchFixture, "pairs.jsonl"), "--cache-dir", "", "--threads", "1", "--json"}
+	cases := []struct {
+		name  string
+		extra []string
+		want  int // golden case
+	}{
+		{"preset defaults", []string{"--set", "dpo.formatting_token_ids=61,62,63"}, 0},
+		{"set beta and norm", []string{"--set", "dpo.formatting_token_ids=61,62,63", "--set", "dpo.beta=0.5", "--set", "dpo.nll_norm=batch-token-mean"}, 1},
+		{"flag wins", []string{"--set", "dpo.formatting_token_ids=1,2", "--set", "dpo.beta=0.9", "--beta", "0.25", "--nll-coef", "0", "--formatting-token-ids", "63"}, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, _, err := runStageCLI(t, append(append([]string{}, base...), c.extra...)...)
+			require.NoError(t, err)
+			var got map[string]float64
+			require.NoError(t, json.Unmarshal([]byte(stdout), &got))
+			for _, k := range []string{"loss", "dpo_loss", "nll_loss", "margin"} {
+				want := golden.Cases[c.want].Metrics[k]
+				assert.InDelta(t, want, got[k], 1e-5+2e-6*max(want, -want), k)
+			}
+		})
+	}
+}
