@@ -42,8 +42,10 @@ const (
 )
 
 // Workspace holds every activation of one forward pass for up to MaxB x MaxT tokens, plus
-// the backward pass's scratch, so that steady-state training steps allocate nothing. A
-// workspace serves one model (or models of the same configuration) and one call at a time.
+// the backward pass's scratch, so that steady-state training steps allocate nothing. It
+// keeps the activations of its most recent Forward, which the next Backward reads. A
+// workspace serves models of one configuration and one call at a time; goroutines that run
+// a model concurrently each need their own workspace (the weights are only read).
 type Workspace struct {
 	MaxB, MaxT int
 	// LogProbs is filled by Forward on a causal LM: log p(Targets[i] | prefix), B*T.

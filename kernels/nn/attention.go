@@ -30,7 +30,8 @@ const attnBlock = 64
 // segment. probs (Tq*S, row stride S) receives the attention probabilities for the backward
 // pass; entries right of each block's causal limit are left untouched. The row softmax
 // subtracts each row's own max. A row with no visible key outputs zeros.
-// Sgemm calls go to pool; give each concurrent caller its own pool.
+// Sgemm calls go to pool; called from inside one of the pool's Parallel workers, they run
+// single-threaded on that worker, so heads can be spread over the workers.
 func AttentionHeadForward(pool *kernels.Pool, sh AttnShape, q, k, v []float32, segQ, segK []int32, probs, out []float32) {
 	past := sh.S - sh.Tq
 	for r0 := 0; r0 < sh.Tq; r0 += attnBlock {

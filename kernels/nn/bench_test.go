@@ -3,7 +3,9 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/posttrain/posttrain/kernels"
 )
@@ -23,14 +25,18 @@ func BenchmarkAttentionHead(b *testing.B) {
 	probs, scratch := make([]float32, T*T), make([]float32, T*T)
 	sh := AttnShape{Tq: T, S: T, HeadDim: hd, QStride: stride, KStride: stride, VStride: stride, OStride: stride, Scale: float32(1 / math.Sqrt(hd))}
 	b.Run("forward", func(b *testing.B) {
+		c0 := cpuTime()
 		for b.Loop() {
 			AttentionHeadForward(pool, sh, q, k, v, nil, nil, probs, out)
 		}
+		reportCPU(b, c0)
 	})
 	b.Run("backward", func(b *testing.B) {
+		c0 := cpuTime()
 		for b.Loop() {
 			AttentionHeadBackward(pool, sh, q, k, v, probs, dout, dq, dk, dv, scratch)
 		}
+		reportCPU(b, c0)
 	})
 }
 
@@ -128,4 +134,18 @@ func BenchmarkExpShift(b *testing.B) {
 			_ = maxOf(x)
 		}
 	})
+}
+
+// reportCPU reports the process CPU time per call, steadier than wall time on a busy machine.
+func reportCPU(b *testing.B, c0 time.Duration) {
+	b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the user+system CPU time used by the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
