@@ -73,8 +73,9 @@ type sample struct {
 	finish string
 }
 
-// New prepares a sampler for policy (a causal LM) scored by scorer. opts are checked
-// here; Options.Done, Progress and OnPrompt may change between runs through Run's opts.
+// New prepares a sampler for policy (a causal LM) scored by scorer, with opts checked
+// and defaulted once. A Sampler keeps its engine between runs; its engine copies the
+// policy's weights, so build a new one after the policy changes.
 func New(policy *transformer.Model, scorer Scorer, opts Options) (*Sampler, error) {
 	if policy == nil || policy.W == nil {
 		return nil, errors.New("sampling: nil policy model")
@@ -137,7 +138,12 @@ func Run(ctx context.Context, policy *transformer.Model, scorer Scorer, prompts 
 // check validates every prompt before any work, naming the first bad one.
 func (s *Sampler) check(todo []*Prompt) error {
 	o := &s.opts
+	seen := make(map[string]*Prompt, len(todo))
 	for _, p := range todo {
+		if q, dup := seen[p.ID]; dup {
+			return fmt.Errorf("sampling: %s has the id of %s (ids seed the samples and must be unique)", p.name(), q.name())
+		}
+		seen[p.ID] = p
 		if len(p.Tokens) == 0 {
 			return fmt.Errorf("sampling: %s is empty", p.name())
 		}

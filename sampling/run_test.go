@@ -81,6 +81,14 @@ func TestAdmissionRefusesImpossiblePrompt(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `prompt "p1" (line 2) has 256 tokens`)
 
+	// So are repeated ids.
+	o.KVBudget = 0
+	dup := idPrompts(3, 2, 512)
+	dup[2].ID = "p0"
+	_, err = Run(context.Background(), e.policy, e.scorer, dup, o)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `prompt "p0" (line 3) has the id of prompt "p0" (line 1)`)
+
 	// So is one whose samples would not fit the reward model's scorer.
 	short, err := reward.NewScorer(e.rm, 2, 16)
 	require.NoError(t, err)
