@@ -13,6 +13,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/posttrain/posttrain/tokenizer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
 )
 
 // The dpo package's PyTorch fixture: a tiny policy and reference without tokenizer.json,
@@ -217,4 +220,61 @@ func TestDPOEvalTakesUnsetFlagsFromConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStageCLIOnTextRowsUsesTheTokenizer: text rows are rendered with the model
+// directory's tokenizer.json, whose header and end-of-turn tokens are the default
+// formatting set (the same numbers as naming them with --formatting-token-ids).
+func TestStageCLIOnTextRowsUsesTheTokenizer(t *testing.T) {
+	dir := t.TempDir()
+	tokPath := "../../tokenizer/testdata/tiny_llama3.json"
+	tok, err := tokenizer.LoadFile(tokPath)
+	require.NoError(t, err)
+	for i, name := range []string{"policy", "reference"} {
+		_, err := pretrain.Init(context.Background(), pretrain.InitOptions{Preset: "tiny", Tokenizer: tokPath,
+			VocabSize: tok.VocabSize(), Seed: uint64(i + 1), OutDir: filepath.Join(dir, name)})
+		require.NoError(t, err)
+	}
+	prefs := strings.Join([]string{
+		`{"prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five, I think."}`,
+		`{"prompt": [{"role": "user", "content": "Name a colour."}], "chosen": "Blue.", "rejected": "A car."}`,
+		`{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "edited": "Hello!"}`,
+	}, "\n") + "\n"
+	prefPath := filepath.Join(dir, "prefs.jsonl")
+	require.NoError(t, os.WriteFile(prefPath, []byte(prefs), 0o644))
+	eval := func(extra ...string) map[string]float64 {
+		args := append([]string{"dpo", "eval", "--policy", filepath.Join(dir, "policy"), "--reference", filepath.Join(dir, "reference"),
+			"--input", prefPath, "--cache-dir", "", "--threads", "1", "--json"}, extra...)
+		stdout, _, err := runStageCLI(t, args...)
+		require.NoError(t, err)
+		var m map[string]float64
+		require.NoError(t, json.Unmarshal([]byte(stdout), &m))
+		return m
+	}
+	masked := eval()
+	ids := make([]string, 0, 5)
+	for _, id := range tok.FormattingTokenIDs() {
+		ids = append(ids, fmt.Sprint(id))
+	}
+	explicit := eval("--formatting-token-ids", strings.Join(ids, ","))
+	unmasked := eval("--mask-formatting=false")
+	assert.Equal(t, 3.0, masked["n"])
+	assert.Equal(t, masked["dpo_loss"], explicit["dpo_loss"])
+	assert.NotEqual(t, masked["dpo_loss"], unmasked["dpo_loss"], "the end-of-turn is masked by default")
+	assert.Equal(t, masked["nll_loss"], unmasked["nll_loss"], "the NLL term covers formatting tokens either way")
+	allPairs := eval("--edited", "all-pairs")
+	assert.Equal(t, 5.0, allPairs["n"], "the edited row gives 3 ordered pairs")
+
+	sftPath := filepath.Join(dir, "sft.jsonl")
+	require.NoError(t, os.WriteFile(sftPath, []byte(`{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]}`+"\n"), 0o644))
+	sftEval := func(extra ...string) map[string]float64 {
+		stdout, _, err := runStageCLI(t, append([]string{"sft", "eval", "--model", filepath.Join(dir, "policy"), "--input", sftPath, "--threads", "1", "--json"}, extra...)...)
+		require.NoError(t, err)
+		var m map[string]float64
+		require.NoError(t, json.Unmarshal([]byte(stdout), &m))
+		return m
+	}
+	all, last := sftEval(), sftEval("--last-turn-only")
+	assert.Equal(t, float64(len(tok.Encode("Hello!"))+len(tok.Encode("Bye!"))+2), all["tokens"], "both answers and their end-of-turn tokens")
+	assert.Equal(t, float64(len(tok.Encode("Bye!"))+1), last["tokens"])
 }
