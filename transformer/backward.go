@@ -39,6 +39,7 @@ func (m *Model) Backward(ws *Workspace, b *Batch, dOut []float32, grads *Params)
 	n, h := ws.n, d.hidden
 	qd, qkvd, in := d.heads*d.headDim, d.qkvDim(), d.inter
 	pool := m.Pool
+	ws.ensureBackward()
 	ws.dOut = dOut
 
 	// Head: gradient with respect to the final normed hidden states, into ws.da.

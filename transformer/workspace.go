@@ -66,7 +66,7 @@ type Workspace struct {
 	lse    []float32 // logsumexp per token, N
 	pos    []int32   // default positions 0..T-1 per row, MaxB*MaxT
 
-	// Backward scratch, shared by all layers.
+	// Backward scratch, shared by all layers, allocated by the first Backward (ensureBackward).
 	dx, da, dqkv, do []float32
 	dgu, dact        []float32
 	dLogits          []float32
@@ -137,26 +137,40 @@ func (m *Model) NewWorkspace(maxB, maxT int) *Workspace {
 	}
 	ws.xf, ws.rinvF, ws.af = f(n*h), f(n), f(n*h)
 	ws.pos = make([]int32, n)
-	ws.dx, ws.da, ws.dqkv, ws.do = f(n*h), f(n*h), f(n*qkvd), f(n*qd)
-	ws.dgu, ws.dact = f(n*2*d.inter), f(n*d.inter)
 	if d.classifier {
 		ws.Rewards = f(maxB)
 	} else {
-		ws.Logits, ws.dLogits = f(n*d.vocab), f(n*d.vocab)
+		ws.Logits = f(n * d.vocab)
 		ws.LogProbs, ws.lse, ws.coef = f(n), f(n), f(n)
 	}
 	ws.workers = 1
 	if m.Pool != nil {
 		ws.workers = m.Pool.Workers()
 	}
+	ws.run = ws.work
+	return ws
+}
+
+// ensureBackward allocates the backward pass's scratch on first use, so workspaces that
+// only score (Forward alone) do not pay for it.
+func (ws *Workspace) ensureBackward() {
+	if ws.dx != nil {
+		return
+	}
+	d := ws.dims
+	n, h := ws.MaxB*ws.MaxT, d.hidden
+	f := func(k int) []float32 { return make([]float32, k) }
+	ws.dx, ws.da, ws.dqkv, ws.do = f(n*h), f(n*h), f(n*d.qkvDim()), f(n*d.heads*d.headDim)
+	ws.dgu, ws.dact = f(n*2*d.inter), f(n*d.inter)
+	if !d.classifier {
+		ws.dLogits = f(n * d.vocab)
+	}
 	ws.dS = make([][]float32, ws.workers)
 	ws.dwPart = make([][]float32, ws.workers)
 	for w := range ws.dS {
-		ws.dS[w] = f(maxT * maxT)
+		ws.dS[w] = f(ws.MaxT * ws.MaxT)
 		ws.dwPart[w] = f(h)
 	}
-	ws.run = ws.work
-	return ws
 }
 
 // chunk returns part w of [0,n) split into parts near-equal contiguous ranges.
