@@ -33,17 +33,19 @@ func TestModelGradientFiniteDifferences(t *testing.T) {
 		classifier bool
 		tied       bool
 		packed     bool
+		B, T       int
 	}{
-		{"lm untied", false, false, false},
-		{"lm tied packed", false, true, true},
-		{"classifier", true, false, false},
-		{"classifier packed", true, false, true},
+		{"lm untied", false, false, false, 2, 7},
+		{"lm tied packed", false, true, true, 2, 7},
+		{"classifier", true, false, false, 2, 7},
+		{"classifier packed", true, false, true, 2, 7},
+		{"lm rows longer than an attention block", false, false, true, 1, 70},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(tc.classifier, tc.tied)
 			m := newTestModel(t, cfg, 2, 3)
-			const B, T = 2, 7
+			B, T := tc.B, tc.T
 			b := randomBatch(cfg, B, T, 5)
 			if tc.packed {
 				packSegments(b, 3)

@@ -15,7 +15,7 @@ func testConfig(classifier, tied bool) Config {
 	c := Config{
 		Architectures: []string{ArchCausalLM}, ModelType: "llama",
 		VocabSize: 13, HiddenSize: 16, IntermediateSize: 24, NumHiddenLayers: 2,
-		NumAttentionHeads: 4, NumKeyValueHeads: 2, MaxPositionEmbeddings: 32,
+		NumAttentionHeads: 4, NumKeyValueHeads: 2, MaxPositionEmbeddings: 128,
 		RMSNormEps: 1e-5, RopeTheta: 10000, HiddenAct: "silu", InitializerRange: 0.3,
 		TieWordEmbeddings: tied,
 	}
