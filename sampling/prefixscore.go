@@ -67,7 +67,10 @@ func (s *PrefixScorer) KVBytesPerToken() int64 { return s.eng.KVBytesPerToken() 
 // MaxLen is the longest prompt+response the scorer accepts (the context window).
 func (s *PrefixScorer) MaxLen() int { return s.maxLen }
 
-// Score returns every sequence's reward, in input order.
+// Score returns every sequence's reward, in input order. Each distinct prompt is
+// prefilled once; then the responses of all prompts are fed together, a token per
+// step, MaxBatch rows per decode call. The caches of all prompts and responses of the
+// call are held at once (KVBytesPerToken each).
 func (s *PrefixScorer) Score(ctx context.Context, seqs []datasets.Sequence) ([]float64, error) {
 	groups := map[string][]int{}
 	var order []string
@@ -82,74 +85,72 @@ func (s *PrefixScorer) Score(ctx context.Context, seqs []datasets.Sequence) ([]f
 		groups[k] = append(groups[k], i)
 	}
 	out := make([]float64, len(seqs))
-	for _, k := range order {
-		if err := s.scoreGroup(ctx, seqs, groups[k], out); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// scoreGroup scores the sequences idx, which share one prompt, MaxBatch at a time.
-func (s *PrefixScorer) scoreGroup(ctx context.Context, seqs []datasets.Sequence, idx []int, out []float64) error {
-	pre, err := s.eng.Prefill(ctx, seqs[idx[0]].Prompt)
-	if err != nil {
-		return fmt.Errorf("prefix scorer: %w", err)
-	}
-	defer func() { _ = s.eng.ReleasePrefix(pre) }()
-	mb := s.eng.MaxBatch()
-	for lo := 0; lo < len(idx); lo += mb {
-		if err := s.scoreChunk(ctx, pre, seqs, idx[lo:min(lo+mb, len(idx))], out); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *PrefixScorer) scoreChunk(ctx context.Context, pre *inference.Prefix, seqs []datasets.Sequence, idx []int, out []float64) error {
-	live := make([]*inference.Sequence, len(idx))
+	var prefixes []*inference.Prefix
+	live := make([]*inference.Sequence, len(seqs))
 	defer func() {
 		for _, q := range live {
 			if q != nil {
 				s.eng.ReleaseSequence(q)
 			}
 		}
+		for _, p := range prefixes {
+			_ = s.eng.ReleasePrefix(p)
+		}
 	}()
+	// rows lists the sequences with a response, grouped by prompt (the engine reads a
+	// shared prefix once per run of adjacent rows).
+	rows := make([]int, 0, len(seqs))
 	longest := 0
-	for j, i := range idx {
-		resp := seqs[i].Response
-		if len(resp) == 0 {
-			out[i] = float64(pre.Logits()[0]) // the prompt's final token is the sequence's
-			continue
-		}
-		q, err := s.eng.NewSequence(pre, len(resp))
+	for _, k := range order {
+		idx := groups[k]
+		pre, err := s.eng.Prefill(ctx, seqs[idx[0]].Prompt)
 		if err != nil {
-			return fmt.Errorf("prefix scorer: sequence %d: %w", i, err)
+			return nil, fmt.Errorf("prefix scorer: %w", err)
 		}
-		live[j] = q
-		longest = max(longest, len(resp))
+		prefixes = append(prefixes, pre)
+		for _, i := range idx {
+			resp := seqs[i].Response
+			if len(resp) == 0 {
+				out[i] = float64(pre.Logits()[0]) // the prompt's final token is the sequence's
+				continue
+			}
+			q, err := s.eng.NewSequence(pre, len(resp))
+			if err != nil {
+				return nil, fmt.Errorf("prefix scorer: sequence %d: %w", i, err)
+			}
+			live[i] = q
+			rows = append(rows, i)
+			longest = max(longest, len(resp))
+		}
 	}
+	mb := s.eng.MaxBatch()
 	for t := range longest {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
-		s.seqs, s.feed, s.rows = s.seqs[:0], s.feed[:0], s.rows[:0]
-		for j, i := range idx {
-			if resp := seqs[i].Response; t < len(resp) {
-				s.seqs = append(s.seqs, live[j])
-				s.feed = append(s.feed, resp[t])
+		s.rows = s.rows[:0]
+		for _, i := range rows {
+			if t < len(seqs[i].Response) {
 				s.rows = append(s.rows, i)
 			}
 		}
-		logits, err := s.eng.Decode(s.seqs, s.feed)
-		if err != nil {
-			return fmt.Errorf("prefix scorer: %w", err)
-		}
-		for r, i := range s.rows {
-			if t == len(seqs[i].Response)-1 {
-				out[i] = float64(logits[r*s.vocab])
+		for lo := 0; lo < len(s.rows); lo += mb {
+			chunk := s.rows[lo:min(lo+mb, len(s.rows))]
+			s.seqs, s.feed = s.seqs[:0], s.feed[:0]
+			for _, i := range chunk {
+				s.seqs = append(s.seqs, live[i])
+				s.feed = append(s.feed, seqs[i].Response[t])
+			}
+			logits, err := s.eng.Decode(s.seqs, s.feed)
+			if err != nil {
+				return nil, fmt.Errorf("prefix scorer: %w", err)
+			}
+			for r, i := range chunk {
+				if t == len(seqs[i].Response)-1 {
+					out[i] = float64(logits[r*s.vocab])
+				}
 			}
 		}
 	}
-	return nil
+	return out, nil
 }

@@ -226,12 +226,15 @@ type run struct {
 
 	lastProgress time.Time
 
-	live     []*sample // in admission order, so a prompt's samples are adjacent
-	jobs     []*job
-	reserved int64 // bytes reserved by admitted prompts
-	inUse    int64 // bytes of KV cache held
-	seqs     []*inference.Sequence
-	feed     []int32
+	live []*sample // in admission order, so a prompt's samples are adjacent
+	jobs []*job    // prompts decoding
+	// pending are prompts whose samples all finished, waiting to be scored together.
+	pending        []*job
+	pendingSamples int
+	reserved       int64 // bytes reserved by admitted prompts
+	inUse          int64 // bytes of KV cache held
+	seqs           []*inference.Sequence
+	feed           []int32
 }
 
 func (r *run) loop(ctx context.Context, todo []*Prompt) error {
@@ -251,7 +254,14 @@ func (r *run) loop(ctx context.Context, todo []*Prompt) error {
 				return err
 			}
 		}
+		var upcoming *Prompt
+		if next < len(todo) {
+			upcoming = todo[next]
+		}
 		if len(r.live) == 0 {
+			if err := r.maybeScore(ctx, upcoming); err != nil {
+				return err
+			}
 			if next == len(todo) {
 				return nil
 			}
@@ -261,6 +271,9 @@ func (r *run) loop(ctx context.Context, todo []*Prompt) error {
 			return err
 		}
 		if err := r.retire(ctx); err != nil {
+			return err
+		}
+		if err := r.maybeScore(ctx, upcoming); err != nil {
 			return err
 		}
 		if o.Progress != nil && o.ProgressInterval > 0 && time.Since(r.lastProgress) >= o.ProgressInterval {
@@ -419,17 +432,37 @@ func (r *run) retire(ctx context.Context) error {
 		if !o.NoSharing {
 			r.releasePrefix(&j.prefixes[0])
 		}
-		// The reservation is held through scoring: a scorer with its own KV cache
-		// (PrefixScorer) uses it once the policy's caches are freed.
-		err := r.finish(ctx, j)
-		r.reserved -= j.reserved
-		if err != nil {
-			return err
-		}
+		// The job keeps its reservation until it is scored: a scorer with its own KV
+		// cache (PrefixScorer) uses it once the policy's caches are freed.
+		r.pending = append(r.pending, j)
+		r.pendingSamples += len(j.samples)
 	}
 	clear(r.jobs[len(jobs):])
 	r.jobs = jobs
 	return nil
+}
+
+// maybeScore scores the pending prompts when that is due: once they fill a decode
+// batch, when nothing else is decoding, or when their reservations are what keeps the
+// next prompt out. Scoring several prompts at once fills the scorer's batches.
+func (r *run) maybeScore(ctx context.Context, next *Prompt) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	s := r.s
+	due := len(r.live) == 0 || r.pendingSamples >= s.opts.MaxBatch
+	if !due && next != nil {
+		need := s.PromptKVBytes(next)
+		var held int64
+		for _, j := range r.pending {
+			held += j.reserved
+		}
+		due = r.reserved+need > s.opts.KVBudget && r.reserved-held+need <= s.opts.KVBudget
+	}
+	if !due {
+		return nil
+	}
+	return r.score(ctx)
 }
 
 func (r *run) releaseSample(sm *sample) {
@@ -472,17 +505,22 @@ func (r *run) release() {
 	r.jobs = r.jobs[:0]
 }
 
-// finish scores a prompt's samples, selects, and reports them.
-func (r *run) finish(ctx context.Context, j *job) error {
-	s, o := r.s, &r.s.opts
+// score scores every pending prompt's samples in one Score call, then selects and
+// reports each prompt and releases its reservation.
+func (r *run) score(ctx context.Context) error {
+	s := r.s
 	st := &r.res.Stats
-	seqs := make([]datasets.Sequence, len(j.samples))
-	for k, sm := range j.samples {
-		seqs[k] = datasets.Sequence{Prompt: j.p.Tokens, Response: sm.tokens}
+	var seqs []datasets.Sequence
+	for _, j := range r.pending {
+		for _, sm := range j.samples {
+			seqs = append(seqs, datasets.Sequence{Prompt: j.p.Tokens, Response: sm.tokens})
+		}
 	}
 	var scoreKV int64
 	if ks, ok := s.scorer.(kvScorer); ok {
-		scoreKV = int64(len(j.p.Tokens))
+		for _, j := range r.pending {
+			scoreKV += int64(len(j.p.Tokens))
+		}
 		for _, q := range seqs {
 			scoreKV += int64(len(q.Response))
 		}
@@ -493,12 +531,29 @@ func (r *run) finish(ctx context.Context, j *job) error {
 	rewards, err := s.scorer.Score(ctx, seqs)
 	st.ScoreTime += time.Since(t0)
 	r.inUse -= scoreKV
+	if err == nil && len(rewards) != len(seqs) {
+		err = fmt.Errorf("the scorer returned %d rewards for %d samples", len(rewards), len(seqs))
+	}
 	if err != nil {
-		return fmt.Errorf("sampling: score %s: %w", j.p.name(), err)
+		return fmt.Errorf("sampling: score %d samples of %s...: %w", len(seqs), r.pending[0].p.name(), err)
 	}
-	if len(rewards) != len(seqs) {
-		return fmt.Errorf("sampling: score %s: the scorer returned %d rewards for %d samples", j.p.name(), len(rewards), len(seqs))
+	jobs := r.pending
+	r.pending, r.pendingSamples = nil, 0
+	off := 0
+	for _, j := range jobs {
+		r.reserved -= j.reserved
+		if err := r.finish(j, rewards[off:off+len(j.samples)]); err != nil {
+			return err
+		}
+		off += len(j.samples)
 	}
+	return nil
+}
+
+// finish selects a scored prompt's candidates and reports them.
+func (r *run) finish(j *job, rewards []float64) error {
+	o := &r.s.opts
+	st := &r.res.Stats
 	cands := make([]Candidate, len(j.samples))
 	for k, sm := range j.samples {
 		c := Candidate{PromptID: j.p.ID, PromptIndex: j.p.Index, SampleIndex: k, Tokens: sm.tokens,
