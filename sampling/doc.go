@@ -14,6 +14,16 @@
 // together, MaxBatch rows per decode call, so several prompts fill one batch. A prompt
 // whose reservation alone exceeds the budget is an error naming it, before any work.
 //
+// # Scoring
+//
+// A prompt is scored once all its samples finish. Finished prompts wait, keeping their
+// reservations, until their samples fill a decode batch, nothing else is decoding, or
+// their reservations are what keeps the next prompt out; then they are scored in one
+// Scorer call. reward.Scorer runs the full prompt+response per sample; PrefixScorer
+// runs the reward model through the KV-cached engine, each prompt once and the
+// responses batched, and its cache is counted against the same budget (the reservation
+// of a prompt covers the larger of the policy's and the scorer's cache).
+//
 // # Determinism and shards
 //
 // Each sample draws from its own RNG seeded by (run seed, prompt ID) and the sample
