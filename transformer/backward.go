@@ -57,9 +57,15 @@ func (m *Model) Backward(ws *Workspace, b *Batch, dOut []float32, grads *Params)
 			}
 		}
 	} else {
-		ws.par(opLogProbBack, n)
-		pool.Sgemm(true, false, d.vocab, h, n, 1, ws.dLogits, d.vocab, ws.af, h, 1, grads.LMHead, h)
-		pool.Sgemm(false, false, n, h, d.vocab, 1, ws.dLogits, d.vocab, m.W.LMHead, h, 0, daf, h)
+		// In chunks of rows, so dlogits needs headRows*vocab floats rather than N*vocab.
+		for r0 := 0; r0 < n; r0 += ws.headRows {
+			rows := min(ws.headRows, n-r0)
+			ws.chunk0 = r0
+			ws.par(opLogProbBack, rows)
+			dl := ws.dLogits[:rows*d.vocab]
+			pool.Sgemm(true, false, d.vocab, h, rows, 1, dl, d.vocab, ws.af[r0*h:], h, 1, grads.LMHead, h)
+			pool.Sgemm(false, false, rows, h, d.vocab, 1, dl, d.vocab, m.W.LMHead, h, 0, daf[r0*h:], h)
+		}
 	}
 	clear(ws.dx[:n*h])
 	ws.normBack(ws.xf, m.W.Norm, ws.rinvF, daf, grads.Norm)

@@ -189,8 +189,9 @@ func (ws *Workspace) work(lo, hi int) {
 		}
 	case opLogProb:
 		nn.LogProbForward(ws.Logits[lo*d.vocab:hi*d.vocab], d.vocab, ws.b.Targets[lo:hi], ws.LogProbs[lo:hi], ws.lse[lo:hi])
-	case opLogProbBack:
-		nn.LogProbBackward(ws.Logits[lo*d.vocab:hi*d.vocab], d.vocab, ws.b.Targets[lo:hi], ws.lse[lo:hi], ws.dOut[lo:hi], ws.dLogits[lo*d.vocab:hi*d.vocab])
+	case opLogProbBack: // rows [lo,hi) of the chunk starting at token chunk0
+		r0, r1 := ws.chunk0+lo, ws.chunk0+hi
+		nn.LogProbBackward(ws.Logits[r0*d.vocab:r1*d.vocab], d.vocab, ws.b.Targets[r0:r1], ws.lse[r0:r1], ws.dOut[r0:r1], ws.dLogits[lo*d.vocab:hi*d.vocab])
 	case opAttn, opAttnBack:
 		items := ws.b.B * d.kvHeads
 		for wk := lo; wk < hi; wk++ {

@@ -187,3 +187,27 @@ func TestBackwardAccumulatesAndWorkspaceReuse(t *testing.T) {
 	assert.Equal(t, fresh.LogProbs[:5], big.LogProbs[:5])
 	assert.Equal(t, once.Data, reused.Data)
 }
+
+// TestChunkedHeadBackward checks that the LM-head backward gives the same gradients when it
+// processes the tokens in several chunks.
+func TestChunkedHeadBackward(t *testing.T) {
+	cfg := testConfig(false, true)
+	m := newTestModel(t, cfg, 2, 9)
+	b := randomBatch(cfg, 3, 9, 10)
+	dOut := make([]float32, 27)
+	for i := range dOut {
+		dOut[i] = float32(i%5) - 2
+	}
+	grads := func(rows int) []float32 {
+		ws := m.NewWorkspace(3, 9)
+		ws.headRows = rows
+		require.NoError(t, m.Forward(ws, b))
+		g := m.NewGrads()
+		require.NoError(t, m.Backward(ws, b, dOut, g))
+		return g.Data
+	}
+	whole, chunked := grads(27), grads(4)
+	for i := range whole {
+		require.InDelta(t, whole[i], chunked[i], 1e-5*(1+math.Abs(float64(whole[i]))), "param %d (%s)", i, tensorOf(m.W, i))
+	}
+}

@@ -69,7 +69,8 @@ type Workspace struct {
 	// Backward scratch, shared by all layers, allocated by the first Backward (ensureBackward).
 	dx, da, dqkv, do []float32
 	dgu, dact        []float32
-	dLogits          []float32
+	dLogits          []float32 // one chunk of rows, headRows*vocab
+	headRows         int
 	coef             []float32   // WeightedNLL's dL/dlogp, N
 	dS               [][]float32 // per worker, MaxT*MaxT
 	dwPart           [][]float32 // per worker, H
@@ -82,6 +83,7 @@ type Workspace struct {
 	bPos     []int32
 	op       op
 	layer    int
+	chunk0   int // first token of the LM-head backward chunk
 	dOut     []float32
 	normIn   []float32 // RMSNorm backward operands for opNormBack
 	normW    []float32
@@ -97,6 +99,9 @@ type dims struct {
 	classifier                                                    bool
 	eps, scale                                                    float32
 }
+
+// defaultHeadRows is how many tokens' logit gradients the LM-head backward holds at once.
+const defaultHeadRows = 256
 
 // qkvDim is the width of a token's fused query, key and value projections.
 func (d dims) qkvDim() int { return (d.heads + 2*d.kvHeads) * d.headDim }
@@ -148,6 +153,7 @@ func (m *Model) NewWorkspace(maxB, maxT int) *Workspace {
 		ws.workers = m.Pool.Workers()
 	}
 	ws.run = ws.work
+	ws.headRows = defaultHeadRows
 	return ws
 }
 
@@ -163,7 +169,7 @@ func (ws *Workspace) ensureBackward() {
 	ws.dx, ws.da, ws.dqkv, ws.do = f(n*h), f(n*h), f(n*d.qkvDim()), f(n*d.heads*d.headDim)
 	ws.dgu, ws.dact = f(n*2*d.inter), f(n*d.inter)
 	if !d.classifier {
-		ws.dLogits = f(n * d.vocab)
+		ws.dLogits = f(min(n, ws.headRows) * d.vocab)
 	}
 	ws.dS = make([][]float32, ws.workers)
 	ws.dwPart = make([][]float32, ws.workers)
