@@ -152,8 +152,8 @@ func TestLearnsSyntheticPreference(t *testing.T) {
 	m, err := FromCausalLM(lm, 9, 0.02)
 	require.NoError(t, err)
 	cfg := DefaultConfig()
-	cfg.Steps, cfg.Batch = 120, 8
-	cfg.Schedule.PeakLR, cfg.Schedule.WarmupSteps = 2e-3, 10
+	cfg.Steps, cfg.Batch = 40, 8 // 320 pairs: one epoch
+	cfg.Schedule.PeakLR, cfg.Schedule.WarmupSteps = 2e-3, 5
 	cfg.Seed = 4
 	out, res, err := Train(context.Background(), cfg, m, train, val, Hooks{})
 	require.NoError(t, err)
