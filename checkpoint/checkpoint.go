@@ -52,6 +52,7 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 	if m == nil || m.W == nil {
 		return fmt.Errorf("save checkpoint %s: nil model", dir)
 	}
+	dir = filepath.Clean(dir)
 	if err := m.Config.Validate(); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}

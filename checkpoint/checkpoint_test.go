@@ -109,6 +109,13 @@ func TestSaveAtomicAndOverwrite(t *testing.T) {
 	require.NoError(t, err)
 	requireBitEqual(t, m2.W.Data, got.W.Data)
 
+	// A trailing slash names the same directory.
+	slash := filepath.Join(parent, "slash") + "/"
+	require.NoError(t, Save(ctx, slash, m, SaveOptions{}))
+	got, err = Load(ctx, slash, pool)
+	require.NoError(t, err)
+	requireBitEqual(t, m.W.Data, got.W.Data)
+
 	// An empty pre-created directory is fine.
 	empty := filepath.Join(parent, "empty")
 	require.NoError(t, os.Mkdir(empty, 0o755))
@@ -125,7 +132,7 @@ func TestSaveAtomicAndOverwrite(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	assert.ElementsMatch(t, []string{"ckpt", "empty"}, names, "no temporary directories left")
+	assert.ElementsMatch(t, []string{"ckpt", "empty", "slash"}, names, "no temporary directories left")
 }
 
 func TestSaveTokenizer(t *testing.T) {
