@@ -44,14 +44,14 @@ type Options struct {
 
 // Result describes a written soup.
 type Result struct {
-	Out     string    `json:"out"`
-	Method  Method    `json:"method"`
-	Inputs  []string  `json:"inputs"`
+	Out     string    `json:"out"`     // the output directory
+	Method  Method    `json:"method"`  // the recipe
+	Inputs  []string  `json:"inputs"`  // the averaged model directories
 	Weights []float64 `json:"weights"` // normalised, one per input
-	Tensors int       `json:"tensors"`
+	Tensors int       `json:"tensors"` // tensors written
 	// Parameters is the element count of one model; Bytes the size of the written weights.
 	Parameters int64 `json:"parameters"`
-	Bytes      int64 `json:"bytes"`
+	Bytes      int64 `json:"bytes"` // size of model.safetensors
 }
 
 // Uniform writes the element-wise mean of the input models to out.

@@ -48,27 +48,27 @@ type GreedyOptions struct {
 	Options
 	// Score is the held-out metric; Direction says which way it improves. Both required.
 	Score     ScoreFunc
-	Direction Direction
+	Direction Direction // which way Score improves
 	// OnStep, when set, is called after each candidate is tried.
 	OnStep func(GreedyStep)
 }
 
 // GreedyStep is one candidate's fate.
 type GreedyStep struct {
-	Candidate string `json:"candidate"`
+	Candidate string `json:"candidate"` // the model directory
 	// Score is the candidate's own score; SoupScore that of the soup with it added
 	// (equal to Score for the first, best, candidate).
 	Score     float64 `json:"score"`
 	SoupScore float64 `json:"soup_score"`
-	Kept      bool    `json:"kept"`
+	Kept      bool    `json:"kept"` // whether the candidate joined the soup
 }
 
 // GreedyResult describes a greedy soup.
 type GreedyResult struct {
 	Result
-	Direction   string       `json:"direction"`
-	Ingredients []string     `json:"ingredients"`
-	Steps       []GreedyStep `json:"steps"`
+	Direction   string       `json:"direction"`   // the score direction used
+	Ingredients []string     `json:"ingredients"` // the kept candidates, in order added
+	Steps       []GreedyStep `json:"steps"`       // every candidate's fate, best first
 	// Score is the final soup's score.
 	Score float64 `json:"score"`
 }

@@ -55,9 +55,9 @@ type Config struct {
 	Batch int
 	Accum int // micro-batches per update
 
-	Schedule trainer.Schedule // PeakLR, WarmupSteps, MinLRRatio, Decay (TotalSteps = Steps)
-	AdamW    trainer.AdamWConfig
-	Seed     uint64 // seed of the data order
+	Schedule trainer.Schedule    // PeakLR, WarmupSteps, MinLRRatio, Decay (TotalSteps = Steps)
+	AdamW    trainer.AdamWConfig // optimizer hyper-parameters
+	Seed     uint64              // seed of the data order
 
 	// Margin selects the pair margins (default MarginNone, as in Llama 3).
 	Margin MarginMode
@@ -71,7 +71,7 @@ type Config struct {
 	// OutDir receives checkpoints (model + trainer state) every CheckpointEvery updates
 	// (0: only at the end), at the end, and on cancellation. Empty means no checkpoints.
 	OutDir          string
-	CheckpointEvery int
+	CheckpointEvery int // see OutDir
 	// Resume continues the run saved in OutDir; the base model then only fixes the
 	// architecture and pool.
 	Resume bool

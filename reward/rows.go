@@ -109,12 +109,14 @@ type prepared struct {
 
 // FilterStats counts what the similarity filter removed.
 type FilterStats struct {
-	// Rows is the number of input rows and Pairs their ordered pairs before filtering.
-	Rows  int `json:"rows"`
+	// Rows is the number of input rows.
+	Rows int `json:"rows"`
+	// Pairs is the number of their ordered pairs before filtering.
 	Pairs int `json:"pairs"`
-	// FilteredPairs were dropped as too similar; DroppedRows lost every pair.
+	// FilteredPairs were dropped as too similar.
 	FilteredPairs int `json:"filtered_pairs"`
-	DroppedRows   int `json:"dropped_rows"`
+	// DroppedRows lost every pair to the filter.
+	DroppedRows int `json:"dropped_rows"`
 	// Threshold is the similarity at or above which a pair was dropped (0: no filter).
 	Threshold float64 `json:"similarity_threshold"`
 }

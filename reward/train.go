@@ -26,38 +26,40 @@ type Hooks struct {
 
 // ValPoint is one validation measurement.
 type ValPoint struct {
-	Step int        `json:"step"`
-	Eval EvalResult `json:"eval"`
+	Step int        `json:"step"` // updates done when measured
+	Eval EvalResult `json:"eval"` // the validation metrics
 }
 
 // Result summarises a finished (or interrupted) run.
 type Result struct {
-	OutDir    string  `json:"out_dir,omitempty"`
-	Steps     int     `json:"steps"`
-	StartStep int     `json:"start_step"`
-	Resumed   bool    `json:"resumed"`
-	FirstLoss float64 `json:"first_loss"`
-	FinalLoss float64 `json:"final_loss"`
+	OutDir    string  `json:"out_dir,omitempty"` // the checkpoint directory, if any
+	Steps     int     `json:"steps"`             // updates done in total
+	StartStep int     `json:"start_step"`        // updates done before this process (resume)
+	Resumed   bool    `json:"resumed"`           // whether the run continued a saved one
+	FirstLoss float64 `json:"first_loss"`        // loss of this process's first update
+	FinalLoss float64 `json:"final_loss"`        // loss of the last update
 	// TrainAccuracy is the pair accuracy over the pairs this process trained on, measured
 	// on the rewards before each update.
 	TrainAccuracy float64 `json:"train_accuracy"`
 	// Filter is what the similarity filter removed from the training rows.
 	Filter FilterStats `json:"filter"`
-	// Rows and Pairs are the training rows and pairs left after filtering.
-	Rows  int `json:"rows"`
+	// Rows is the number of training rows left after filtering.
+	Rows int `json:"rows"`
+	// Pairs is the number of training pairs left after filtering.
 	Pairs int `json:"pairs"`
 	// ValBefore and Val are the validation metrics before the first and after the last
 	// update of this process (absent without validation rows).
-	ValBefore  *EvalResult `json:"val_before,omitempty"`
-	Val        *EvalResult `json:"val,omitempty"`
-	ValHistory []ValPoint  `json:"val_history,omitempty"`
+	ValBefore *EvalResult `json:"val_before,omitempty"`
+	Val       *EvalResult `json:"val,omitempty"`
+	// ValHistory lists every validation pass of this process.
+	ValHistory []ValPoint `json:"val_history,omitempty"`
 	// PairsTrained, Tokens and the rates count this process's updates.
 	PairsTrained int64   `json:"pairs_trained"`
-	Tokens       int64   `json:"tokens"`
-	PairsPerSec  float64 `json:"pairs_per_s"`
-	TokensPerSec float64 `json:"tokens_per_s"`
-	ElapsedSec   float64 `json:"elapsed_s"`
-	Parameters   int     `json:"parameters"`
+	Tokens       int64   `json:"tokens"`       // sequence tokens processed (prompt + response)
+	PairsPerSec  float64 `json:"pairs_per_s"`  // training throughput in pairs
+	TokensPerSec float64 `json:"tokens_per_s"` // training throughput in tokens
+	ElapsedSec   float64 `json:"elapsed_s"`    // wall time of this process's updates
+	Parameters   int     `json:"parameters"`   // model parameter count
 }
 
 // Keys of the trainer state's Extra map that a resume checks.

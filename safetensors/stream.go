@@ -16,8 +16,8 @@ import (
 
 // TensorSpec names a tensor and its shape, for the header a StreamWriter writes first.
 type TensorSpec struct {
-	Name  string
-	Shape []int
+	Name  string // the tensor's name in the header
+	Shape []int  // its dimensions (empty for a scalar)
 }
 
 // StreamWriter writes an F32 safetensors file whose tensors arrive one at a time, so a
