@@ -26,8 +26,8 @@ func (m *Model) Backward(ws *Workspace, b *Batch, dOut []float32, grads *Params)
 		return errors.New("transformer: Backward must follow a Forward of the same batch on the same workspace")
 	}
 	d := ws.dims
-	if len(grads.Data) != len(m.W.Data) || len(grads.Layers) != d.layers {
-		return fmt.Errorf("transformer: grads hold %d values, the model has %d", len(grads.Data), len(m.W.Data))
+	if err := checkLayout(grads, m.Config, "grads"); err != nil {
+		return err
 	}
 	want := ws.n
 	if d.classifier {

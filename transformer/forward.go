@@ -7,6 +7,32 @@ import (
 	"github.com/posttrain/posttrain/kernels/nn"
 )
 
+// checkLayout reports whether p has the tensors and sizes of cfg, as NewParams lays them
+// out (the fused q/k/v and gate/up views included).
+func checkLayout(p *Params, cfg Config, what string) error {
+	if p == nil {
+		return fmt.Errorf("transformer: model has no %s", what)
+	}
+	d := dimsOf(cfg)
+	h := d.hidden
+	if len(p.Layers) != d.layers || len(p.Embed) != d.vocab*h || len(p.Norm) != h {
+		return fmt.Errorf("transformer: %s are not laid out for this config (use NewParams)", what)
+	}
+	for l, ly := range p.Layers {
+		if len(ly.qkv) != d.qkvDim()*h || len(ly.gateUp) != 2*d.inter*h || len(ly.O) != h*d.heads*d.headDim ||
+			len(ly.Down) != h*d.inter || len(ly.InputNorm) != h || len(ly.PostAttnNorm) != h {
+			return fmt.Errorf("transformer: %s of layer %d are not laid out for this config (use NewParams)", what, l)
+		}
+	}
+	if d.classifier && len(p.Score) != h {
+		return fmt.Errorf("transformer: %s lack score.weight [1,%d] for a sequence classifier", what, h)
+	}
+	if !d.classifier && len(p.LMHead) != d.vocab*h {
+		return fmt.Errorf("transformer: %s lack lm_head.weight [%d,%d]", what, d.vocab, h)
+	}
+	return nil
+}
+
 // checkBatch validates b against the model and workspace, naming the offending field.
 func (m *Model) checkBatch(ws *Workspace, b *Batch) error {
 	if ws == nil || b == nil {
@@ -15,15 +41,15 @@ func (m *Model) checkBatch(ws *Workspace, b *Batch) error {
 	if ws.err != nil {
 		return ws.err
 	}
-	if m.W == nil {
-		return errors.New("transformer: model has no weights")
-	}
 	if m.Pool == nil {
 		return errors.New("transformer: model has no kernel pool")
 	}
 	d := dimsOf(m.Config)
 	if d != ws.dims {
 		return errors.New("transformer: workspace was built for a different model configuration")
+	}
+	if err := checkLayout(m.W, m.Config, "weights"); err != nil {
+		return err
 	}
 	if b.B <= 0 || b.T <= 0 {
 		return fmt.Errorf("batch: B=%d and T=%d must be positive", b.B, b.T)

@@ -144,6 +144,9 @@ func TestBatchValidation(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+	require.ErrorContains(t, m.Backward(ws, b0(t, m, ws), make([]float32, 16), &Params{}), "grads are not laid out")
+	bare := &Model{Config: cfg, W: &Params{}, Pool: m.Pool}
+	require.ErrorContains(t, bare.Forward(bare.NewWorkspace(2, 8), good()), "weights are not laid out")
 	other := newTestModel(t, testConfig(false, true), 1, 1)
 	other.Config.HiddenSize = 32
 	require.ErrorContains(t, other.Forward(ws, good()), "different model configuration")
@@ -210,4 +213,12 @@ func TestChunkedHeadBackward(t *testing.T) {
 	for i := range whole {
 		require.InDelta(t, whole[i], chunked[i], 1e-5*(1+math.Abs(float64(whole[i]))), "param %d (%s)", i, tensorOf(m.W, i))
 	}
+}
+
+// b0 runs a valid forward on ws and returns its batch, for tests of Backward's checks.
+func b0(t *testing.T, m *Model, ws *Workspace) *Batch {
+	t.Helper()
+	b := randomBatch(m.Config, 2, 8, 3)
+	require.NoError(t, m.Forward(ws, b))
+	return b
 }
