@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/kernels"
@@ -74,12 +75,14 @@ func BenchmarkTrainStep(b *testing.B) {
 	_, err = tr.Step(ctx, step.run) // warm-up
 	require.NoError(b, err)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		if _, err := tr.Step(ctx, step.run); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N*benchPairs)/b.Elapsed().Seconds(), "pairs/s")
+	reportPerCPU(b, processCPU()-cpu0, float64(b.N*benchPairs), "pairs/cpu-s")
 }
 
 // BenchmarkScore measures Score on 64 sequences of 128 tokens, 16 per forward pass; it
@@ -99,10 +102,19 @@ func BenchmarkScore(b *testing.B) {
 	_, err = sc.Score(ctx, seqs)
 	require.NoError(b, err)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		if _, err := sc.Score(ctx, seqs); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N*len(seqs))/b.Elapsed().Seconds(), "rows/s")
+	reportPerCPU(b, processCPU()-cpu0, float64(b.N*len(seqs)), "rows/cpu-s")
+}
+
+// reportPerCPU reports work per CPU-second when CPU time is measurable.
+func reportPerCPU(b *testing.B, cpu time.Duration, work float64, unit string) {
+	if cpu > 0 {
+		b.ReportMetric(work/cpu.Seconds(), unit)
+	}
 }
