@@ -204,7 +204,11 @@ func (e *Encoder) EncodeSFT(ex SFTExample, opts SFTOptions) (EncodedSFT, error) 
 		}
 	}
 	if e.MaxLen > 0 && len(out.IDs) > e.MaxLen {
-		return out, lineError(&FieldError{Field: "messages", Reason: fmt.Sprintf("example is %d tokens, longer than the context window of %d", len(out.IDs), e.MaxLen)}, ex.Line)
+		field := "completion"
+		if ex.Messages != nil {
+			field = "messages"
+		}
+		return out, lineError(&FieldError{Field: field, Reason: fmt.Sprintf("example is %d tokens, longer than the context window of %d", len(out.IDs), e.MaxLen)}, ex.Line)
 	}
 	return out, nil
 }
