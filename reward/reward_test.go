@@ -91,6 +91,28 @@ func TestLossMatchesHandComputation(t *testing.T) {
 			assert.InDelta(t, want, got, 1e-5*math.Max(1, math.Abs(want)))
 		})
 	}
+	t.Run("per-row weighting of pairs and triples", func(t *testing.T) {
+		rows := append(randomRows(15, 2, 200, false), randomRows(16, 2, 200, true)...)
+		// Each row weighs 1/rows, split evenly over its pairs.
+		var want float64
+		for _, r := range rows {
+			var rowLoss float64
+			n := 0
+			for a := range r.Responses {
+				for b := a + 1; b < len(r.Responses); b++ {
+					rowLoss += negLogSigmoid(rewardOf(t, m, concat(r.Prompt, r.Responses[a])) - rewardOf(t, m, concat(r.Prompt, r.Responses[b])))
+					n++
+				}
+			}
+			want += rowLoss / float64(n) / float64(len(rows))
+		}
+		cfg := DefaultConfig()
+		cfg.Weighting, cfg.SimilarityThreshold = objectives.WeightPerRow, 0
+		got := firstLoss(t, cfg, rows, 2)
+		assert.InDelta(t, want, got, 1e-5)
+		cfg.Weighting = objectives.WeightPerPair
+		assert.NotEqual(t, got, firstLoss(t, cfg, rows, 2), "per-pair weighs triples differently")
+	})
 }
 
 // lossAndGrad runs the training step once over every row and returns the loss and the
@@ -454,5 +476,4 @@ func TestBadInput(t *testing.T) {
 	cancel()
 	_, _, err = Evaluate(ctx, m, good, EvalOptions{})
 	require.True(t, errors.Is(err, context.Canceled))
-	_ = objectives.WeightPerPair
 }
