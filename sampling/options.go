@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/posttrain/posttrain/tokenizer"
@@ -29,6 +30,8 @@ type Options struct {
 	// KVBudget is the most KV cache bytes the prompts in flight may hold. A prompt is
 	// admitted only when its prompt + K x MaxNewTokens positions fit next to the
 	// prompts already in flight, so no cache is evicted or recomputed mid-generation.
+	// 0 means DefaultKVBudget; a negative value means no limit (every prompt is
+	// admitted at once: the pipeline config's kv_budget_bytes 0).
 	KVBudget int64
 	// MaxBatch is the most sequences per decode call; more admitted samples decode in
 	// several calls per step.
@@ -59,8 +62,11 @@ func (o Options) withDefaults(vocab int) (Options, error) {
 	if o.K == 0 {
 		o.K = DefaultK
 	}
-	if o.KVBudget == 0 {
+	switch {
+	case o.KVBudget == 0:
 		o.KVBudget = DefaultKVBudget
+	case o.KVBudget < 0:
+		o.KVBudget = math.MaxInt64
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = DefaultMaxBatch
@@ -71,8 +77,6 @@ func (o Options) withDefaults(vocab int) (Options, error) {
 	switch {
 	case o.K < 0:
 		return o, fmt.Errorf("sampling: k must be >= 1, got %d", o.K)
-	case o.KVBudget < 0:
-		return o, fmt.Errorf("sampling: kv budget must be > 0 bytes, got %d", o.KVBudget)
 	case o.MaxBatch < 0:
 		return o, fmt.Errorf("sampling: max batch must be >= 1, got %d", o.MaxBatch)
 	case o.Select.TopN < 0:

@@ -9,13 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/inference/textio"
 	"github.com/posttrain/posttrain/kernels"
@@ -31,9 +35,10 @@ type sampleOptions struct {
 	kvBudget                                      string
 	systems                                       []string
 	k, topK, maxNew, topN, shards, shard, threads int
-	maxBatch                                      int
+	maxBatch, scoreBatch, round                   int
 	temperature, topP, minReward                  float64
 	dedup, keepTruncated, noSharing, rmCache      bool
+	minRewardSet                                  bool
 	seed                                          uint64
 }
 
@@ -77,6 +82,12 @@ system prompt was added), {"prompt_ids", "completion_ids", ...} for pre-tokenize
 --candidates gets every sample: prompt id, sample index, token ids, text, reward, finish
 reason (stop or length) and whether it was selected.
 
+Flags not given take their values from the pipeline config's sampling section (the
+--preset, the --config file, POSTTRAIN_* variables and --set, e.g. --set
+sampling.k=30): k, temperature, top_p, top_k, max_new_tokens, kv_budget_bytes (0: no
+limit), batch_size (--score-batch), top_n, min_reward, dedup, and with --round the
+round's system prompt. A flag given on the command line wins.
+
 Samples are reproducible: each sample's RNG derives from (--seed, prompt id, sample
 index), so --shards N --shard I (contiguous blocks of the prompt list, for separate
 workers) together produce exactly the samples of one unsharded run.`,
@@ -99,9 +110,11 @@ workers) together produce exactly the samples of one unsharded run.`,
 	f.Float64Var(&o.topP, "top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability (1 = off)")
 	f.IntVar(&o.topK, "top-k", 0, "keep only the K most likely tokens (0 = off)")
 	f.IntVar(&o.maxNew, "max-new-tokens", 128, "most tokens per sample")
-	f.StringVar(&o.kvBudget, "kv-budget", sampling.FormatBytes(sampling.DefaultKVBudget), "KV cache budget for the prompts in flight: bytes, or with a unit (64MiB, 1GiB)")
+	f.StringVar(&o.kvBudget, "kv-budget", fmt.Sprintf("%dMiB", sampling.DefaultKVBudget>>20), "KV cache budget for the prompts in flight: bytes, or with a unit (64MiB, 1GiB); 0 or unlimited for none")
 	f.IntVar(&o.maxBatch, "max-batch", sampling.DefaultMaxBatch, "most sequences per decode call")
+	f.IntVar(&o.scoreBatch, "score-batch", reward.DefaultScoreBatch, "sequences per reward-model forward pass (with --rm-kv-cache=false)")
 	f.StringArrayVar(&o.systems, "system", nil, "system prompt for text prompts without one (repeatable: spread over prompts by id)")
+	f.IntVar(&o.round, "round", 0, "pipeline round (1-based): without --system, use the config's sampling.system_prompts entry for it")
 	f.IntVar(&o.topN, "top-n", 1, "keep the N best samples per prompt")
 	f.Float64Var(&o.minReward, "min-reward", 0, "drop samples whose reward is below this (unset = keep all)")
 	f.BoolVar(&o.dedup, "dedup", false, "identical completions count once when selecting")
@@ -120,9 +133,16 @@ workers) together produce exactly the samples of one unsharded run.`,
 
 func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	ctx := cmd.Context()
-	budget, err := sampling.ParseByteSize(o.kvBudget)
-	if err != nil {
-		return fmt.Errorf("--kv-budget: %w", err)
+	if err := rsApplyConfig(g, cmd.Flags(), o); err != nil {
+		return err
+	}
+	budget := int64(-1) // no limit
+	if o.kvBudget != "0" && !strings.EqualFold(o.kvBudget, "unlimited") {
+		b, err := sampling.ParseByteSize(o.kvBudget)
+		if err != nil {
+			return fmt.Errorf("--kv-budget: %w", err)
+		}
+		budget = b
 	}
 	if o.k < 1 {
 		return fmt.Errorf("--k must be >= 1, got %d", o.k)
@@ -171,7 +191,7 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	if o.rmCache && !o.noSharing {
 		scorer, err = sampling.NewPrefixScorer(rm, o.maxBatch)
 	} else {
-		scorer, err = reward.NewScorer(rm, reward.DefaultScoreBatch, 0)
+		scorer, err = reward.NewScorer(rm, max(o.scoreBatch, 1), 0)
 	}
 	if err != nil {
 		return err
@@ -186,7 +206,7 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 			StopTokens: textio.StopTokens(tok, policy.Config)},
 		Select: sampling.Selection{TopN: o.topN, Dedup: o.dedup, KeepTruncated: o.keepTruncated},
 	}
-	if cmd.Flags().Changed("min-reward") {
+	if o.minRewardSet || cmd.Flags().Changed("min-reward") {
 		opts.Select.MinReward = &o.minReward
 	}
 	bar := progressbar.NewOptions(len(prompts),
@@ -228,6 +248,58 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 		return enc.Encode(sum)
 	}
 	rsPrintSummary(cmd.OutOrStdout(), sum)
+	return nil
+}
+
+// rsApplyConfig fills the flags the command line left unset from the pipeline config's
+// sampling section (preset < --config file < POSTTRAIN_* env < --set), as the other
+// stage commands do.
+func rsApplyConfig(g *globalOptions, f *pflag.FlagSet, o *sampleOptions) error {
+	c, err := configs.Load(configs.Sources{Preset: g.preset, File: g.configFile, Sets: g.sets})
+	if err != nil {
+		return err
+	}
+	sc := c.Sampling
+	unset := func(name string) bool { return !f.Changed(name) }
+	if unset("k") && sc.K > 0 {
+		o.k = sc.K
+	}
+	if unset("temperature") {
+		o.temperature = sc.Temperature
+	}
+	if unset("top-p") && sc.TopP > 0 {
+		o.topP = sc.TopP
+	}
+	if unset("top-k") {
+		o.topK = sc.TopK
+	}
+	if unset("max-new-tokens") && sc.MaxNewTokens > 0 {
+		o.maxNew = sc.MaxNewTokens
+	}
+	if unset("kv-budget") {
+		o.kvBudget = strconv.FormatInt(sc.KVBudgetBytes, 10) // 0: no limit, as in the config
+	}
+	if unset("score-batch") && sc.BatchSize > 0 {
+		o.scoreBatch = sc.BatchSize
+	}
+	if unset("top-n") && sc.TopN > 0 {
+		o.topN = sc.TopN
+	}
+	if unset("min-reward") && sc.MinReward != nil {
+		o.minReward = *sc.MinReward
+		o.minRewardSet = true
+	}
+	if unset("dedup") {
+		o.dedup = sc.Dedup
+	}
+	if unset("system") && o.round > 0 {
+		if sys := sc.SystemPrompt(o.round); sys != "" {
+			o.systems = []string{sys}
+		}
+	}
+	if unset("threads") && c.Trainer.Threads > 0 {
+		o.threads = c.Trainer.Threads
+	}
 	return nil
 }
 

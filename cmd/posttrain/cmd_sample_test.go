@@ -166,3 +166,26 @@ func TestSampleCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestSampleCommandReadsPipelineConfig(t *testing.T) {
+	policy, rm, prompts := rsFixture(t)
+	out := filepath.Join(t.TempDir(), "selected.jsonl")
+	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
+		"--threads", "1", "--max-new-tokens", "4", "--keep-truncated", "--json",
+		"--set", "sampling.k=3", "--set", "sampling.min_reward=100", "--set", "sampling.kv_budget_bytes=0")
+	require.NoError(t, err, stderr)
+	var sum sampleSummary
+	require.NoError(t, json.Unmarshal([]byte(stdout), &sum), stdout)
+	assert.Equal(t, 4*3, sum.Stats.Samples, "k from the config")
+	assert.Zero(t, sum.Selected, "min_reward from the config drops everything")
+	assert.Equal(t, 4, sum.Stats.PeakPromptsInFlight, "kv_budget_bytes 0: no limit, all prompts at once")
+
+	// A flag wins over the config.
+	stdout, stderr, err = rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
+		"--threads", "1", "--max-new-tokens", "4", "--keep-truncated", "--json", "--k", "2", "--min-reward", "-100",
+		"--set", "sampling.k=3", "--set", "sampling.min_reward=100")
+	require.NoError(t, err, stderr)
+	require.NoError(t, json.Unmarshal([]byte(stdout), &sum), stdout)
+	assert.Equal(t, 4*2, sum.Stats.Samples)
+	assert.Positive(t, sum.Selected)
+}
