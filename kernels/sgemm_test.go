@@ -68,8 +68,9 @@ func (gc gemmCase) String() string {
 	return fmt.Sprintf("tA=%v/tB=%v/%dx%dx%d/a=%g/b=%g/pad=%d", gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, gc.beta, gc.pad)
 }
 
-// checkGemm runs one case on p against the reference and reports mismatches.
-func checkGemm(t testing.TB, p *Pool, gc gemmCase, seed uint64) {
+// checkGemm runs one case on each pool against the reference (computed once) and
+// reports mismatches.
+func checkGemm(t testing.TB, gc gemmCase, seed uint64, pools ...*Pool) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	ar, ac := gc.m, gc.k
@@ -91,7 +92,15 @@ func checkGemm(t testing.TB, p *Pool, gc gemmCase, seed uint64) {
 	}
 	orig := append([]float32(nil), c...)
 	want, scale := refGemm(gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, a, lda, b, ldb, gc.beta, c, ldc)
-	p.Sgemm(gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, a, lda, b, ldb, gc.beta, c, ldc)
+	for _, p := range pools {
+		copy(c, orig)
+		p.Sgemm(gc.transA, gc.transB, gc.m, gc.n, gc.k, gc.alpha, a, lda, b, ldb, gc.beta, c, ldc)
+		compareGemm(t, fmt.Sprintf("%s/%d workers: %v", p.Kernel(), p.Workers(), gc), gc, c, orig, want, scale, ldc)
+	}
+}
+
+func compareGemm(t testing.TB, name string, gc gemmCase, c, orig []float32, want, scale []float64, ldc int) {
+	t.Helper()
 	bad := 0
 	for i := range gc.m {
 		for j := range ldc {
@@ -110,21 +119,23 @@ func checkGemm(t testing.TB, p *Pool, gc gemmCase, seed uint64) {
 			tol := 4e-7*float64(gc.k+2)*scale[i*gc.n+j] + 1e-30
 			if math.IsNaN(got) || math.Abs(got-w) > tol {
 				if bad < 3 {
-					t.Errorf("%v: C[%d,%d] = %g, want %g (tol %g)", gc, i, j, got, w, tol)
+					t.Errorf("%s: C[%d,%d] = %g, want %g (tol %g)", name, i, j, got, w, tol)
 				}
 				bad++
 			}
 		}
 	}
-	require.Zero(t, bad, "%v: %d wrong elements", gc, bad)
+	require.Zero(t, bad, "%s: %d wrong elements", name, bad)
 }
 
-// testPools returns every kernel/worker combination the tests cover; the caller closes them.
-func testPools() map[string]*Pool {
-	pools := map[string]*Pool{}
+// testPools returns every kernel/worker combination the tests cover, closed when t ends.
+func testPools(t testing.TB) []*Pool {
+	var pools []*Pool
 	for _, k := range Kernels() {
 		for _, w := range []int{1, 2} {
-			pools[fmt.Sprintf("%s/%d", k, w)] = NewPool(w, WithKernel(k))
+			p := NewPool(w, WithKernel(k))
+			t.Cleanup(p.Close)
+			pools = append(pools, p)
 		}
 	}
 	return pools
@@ -155,24 +166,23 @@ func TestSgemmMatchesReference(t *testing.T) {
 		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64}, [3]int{1100, 37, 33})
 	}
 	scalars := [][2]float32{{1, 0}, {0.5, 0}, {1, 1}, {-1.5, 0.25}, {0, 2}, {0, 0}}
-	pools := testPools()
-	for name, p := range pools {
-		t.Cleanup(p.Close)
-		t.Run(name, func(t *testing.T) {
-			seed := uint64(1)
-			for _, s := range shapes {
-				for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
-					for si, sc := range scalars {
-						if s[0]*s[1]*s[2] > 50000 && si != int(seed)%len(scalars) {
-							continue // big shapes: one alpha/beta pair per transpose case, rotating
-						}
-						gc := gemmCase{transA: tr[0], transB: tr[1], m: s[0], n: s[1], k: s[2], alpha: sc[0], beta: sc[1], pad: si % 3 * 3}
-						seed++
-						checkGemm(t, p, gc, seed)
-					}
+	bigShape := 50000 // above this volume, one alpha/beta pair per case, rotating
+	if testing.Short() {
+		bigShape = 2000
+	}
+	pools := testPools(t)
+	seed := uint64(1)
+	for _, s := range shapes {
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			for si, sc := range scalars {
+				if s[0]*s[1]*s[2] > bigShape && si != int(seed)%len(scalars) {
+					continue
 				}
+				gc := gemmCase{transA: tr[0], transB: tr[1], m: s[0], n: s[1], k: s[2], alpha: sc[0], beta: sc[1], pad: si % 3 * 3}
+				seed++
+				checkGemm(t, gc, seed, pools...)
 			}
-		})
+		}
 	}
 }
 
@@ -181,18 +191,15 @@ func TestSgemmBlocking(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large shapes")
 	}
-	for name, p := range testPools() {
-		t.Cleanup(p.Close)
-		t.Run(name, func(t *testing.T) {
-			kern := p.kern
-			cases := []gemmCase{
-				{m: kern.mc + 7, n: 2*kern.nr + 3, k: kern.kc + 5, alpha: 1, beta: 0.5},
-				{transA: true, transB: true, m: 2*kern.mr + 1, n: kern.nc + kern.nr + 1, k: 2*kern.kc + 1, alpha: 1, beta: 0},
-			}
-			for i, gc := range cases {
-				checkGemm(t, p, gc, uint64(100+i))
-			}
-		})
+	for _, p := range testPools(t) {
+		kern := p.kern
+		cases := []gemmCase{
+			{m: kern.mc + 7, n: 2*kern.nr + 3, k: kern.kc + 5, alpha: 1, beta: 0.5},
+			{transA: true, transB: true, m: 2*kern.mr + 1, n: kern.nc + kern.nr + 1, k: 2*kern.kc + 1, alpha: 1, beta: 0},
+		}
+		for i, gc := range cases {
+			checkGemm(t, gc, uint64(100+i), p)
+		}
 	}
 }
 
@@ -312,13 +319,13 @@ func TestPoolConcurrentAndNested(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 4 {
-				checkGemm(t, p, gemmCase{m: 70, n: 90, k: 50 + g, alpha: 1, beta: 0.5, transB: i%2 == 0}, uint64(10*g+i))
+				checkGemm(t, gemmCase{m: 70, n: 90, k: 50 + g, alpha: 1, beta: 0.5, transB: i%2 == 0}, uint64(10*g+i), p)
 			}
 		}()
 	}
 	p.Parallel(4, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			checkGemm(t, p, gemmCase{m: 64, n: 80, k: 40, alpha: 2, beta: 0, transA: true}, uint64(200+i))
+			checkGemm(t, gemmCase{m: 64, n: 80, k: 40, alpha: 2, beta: 0, transA: true}, uint64(200+i), p)
 		}
 	})
 	wg.Wait()
@@ -328,7 +335,7 @@ func TestPoolAfterClose(t *testing.T) {
 	p := NewPool(2)
 	p.Close()
 	p.Close()
-	checkGemm(t, p, gemmCase{m: 130, n: 90, k: 70, alpha: 1, beta: 0}, 5)
+	checkGemm(t, gemmCase{m: 130, n: 90, k: 70, alpha: 1, beta: 0}, 5, p)
 	sum := 0
 	p.Parallel(10, func(lo, hi int) { sum += hi - lo })
 	assert.Equal(t, 10, sum)
@@ -363,9 +370,7 @@ func FuzzSgemm(f *testing.F) {
 			alpha: []float32{1, -0.5, 0, 2}[flags>>2&3], beta: []float32{0, 1, 0.25, -1}[flags>>4&3],
 			pad: int(pad % 5),
 		}
-		for _, p := range pools {
-			checkGemm(t, p, gc, uint64(m)<<24|uint64(n)<<16|uint64(k)<<8|uint64(flags))
-		}
+		checkGemm(t, gc, uint64(m)<<24|uint64(n)<<16|uint64(k)<<8|uint64(flags), pools...)
 	})
 }
 
@@ -375,7 +380,7 @@ func TestUnreachablePoolStopsWorkers(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 20 {
 		p := NewPool(3)
-		checkGemm(t, p, gemmCase{m: 300, n: 50, k: 40, alpha: 1}, 1)
+		checkGemm(t, gemmCase{m: 300, n: 50, k: 40, alpha: 1}, 1, p)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
