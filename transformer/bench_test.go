@@ -12,9 +12,9 @@ import (
 	"github.com/posttrain/posttrain/kernels"
 )
 
-// benchSetup builds the bench preset with a batch of random tokens (B=8, T=256).
-func benchSetup(b *testing.B) (*Model, *Workspace, *Batch, []float32, *Params) {
-	cfg, err := Preset("bench")
+// benchSetup builds a preset with a batch of random tokens (B=8, T=256).
+func benchSetup(b *testing.B, preset string) (*Model, *Workspace, *Batch, []float32, *Params) {
+	cfg, err := Preset(preset)
 	require.NoError(b, err)
 	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
 	b.Cleanup(pool.Close)
@@ -36,8 +36,13 @@ func benchSetup(b *testing.B) (*Model, *Workspace, *Batch, []float32, *Params) {
 }
 
 // BenchmarkTrainStep measures forward+backward (weighted NLL) on the bench preset.
-func BenchmarkTrainStep(b *testing.B) {
-	m, ws, batch, w, g := benchSetup(b)
+func BenchmarkTrainStep(b *testing.B) { benchTrainStep(b, "bench") }
+
+// BenchmarkTrainStepTiny is the same on the tiny preset the demo trains.
+func BenchmarkTrainStepTiny(b *testing.B) { benchTrainStep(b, "tiny") }
+
+func benchTrainStep(b *testing.B, preset string) {
+	m, ws, batch, w, g := benchSetup(b, preset)
 	_, err := m.WeightedNLL(ws, batch, w, g)
 	require.NoError(b, err)
 	b.ReportAllocs()
@@ -53,7 +58,7 @@ func BenchmarkTrainStep(b *testing.B) {
 
 // BenchmarkForward measures the forward pass alone on the bench preset.
 func BenchmarkForward(b *testing.B) {
-	m, ws, batch, _, _ := benchSetup(b)
+	m, ws, batch, _, _ := benchSetup(b, "bench")
 	require.NoError(b, m.Forward(ws, batch))
 	b.ReportAllocs()
 	cpu0 := cpuTime()

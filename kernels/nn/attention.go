@@ -95,8 +95,8 @@ func AttentionHeadBackward(pool *kernels.Pool, sh AttnShape, q, k, v, probs, dou
 			pr := probs[i*sh.S : i*sh.S+end]
 			dr := scratch[i*sh.S : i*sh.S+end]
 			d := dot(pr, dr)
-			for j, pv := range pr {
-				dr[j] = sh.Scale * pv * (dr[j] - d)
+			for j := softmaxGradVec(pr, dr, d, sh.Scale); j < len(pr); j++ {
+				dr[j] = sh.Scale * pr[j] * (dr[j] - d)
 			}
 		}
 		// dQ = dS K and dK += dS^T Q.

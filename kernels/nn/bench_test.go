@@ -53,14 +53,10 @@ func BenchmarkLogProb(b *testing.B) {
 	}
 	logp, lse := make([]float32, rows), make([]float32, rows)
 	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			LogProbForward(logits, vocab, targets, logp, lse)
-		}
+		cpuLoop(b, func() { LogProbForward(logits, vocab, targets, logp, lse) })
 	})
 	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			LogProbBackward(logits, vocab, targets, lse, coef, dl)
-		}
+		cpuLoop(b, func() { LogProbBackward(logits, vocab, targets, lse, coef, dl) })
 	})
 }
 
@@ -70,14 +66,10 @@ func BenchmarkSwiGLU(b *testing.B) {
 	g, u, d := randVec(rng, n, 1), randVec(rng, n, 1), randVec(rng, n, 1)
 	out, dg, du := make([]float32, n), make([]float32, n), make([]float32, n)
 	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			SwiGLUForward(g, u, out)
-		}
+		cpuLoop(b, func() { SwiGLUForward(g, u, out) })
 	})
 	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			SwiGLUBackward(g, u, d, dg, du)
-		}
+		cpuLoop(b, func() { SwiGLUBackward(g, u, d, dg, du) })
 	})
 }
 
@@ -87,14 +79,10 @@ func BenchmarkRMSNorm(b *testing.B) {
 	x, w, dy := randVec(rng, rows*dim, 1), randVec(rng, dim, 1), randVec(rng, rows*dim, 1)
 	y, dx, dw, rinv := make([]float32, rows*dim), make([]float32, rows*dim), make([]float32, dim), make([]float32, rows)
 	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			RMSNormForward(x, w, y, rinv, dim, 1e-5)
-		}
+		cpuLoop(b, func() { RMSNormForward(x, w, y, rinv, dim, 1e-5) })
 	})
 	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			RMSNormBackward(x, w, rinv, dy, dx, dw, dim)
-		}
+		cpuLoop(b, func() { RMSNormBackward(x, w, rinv, dy, dx, dw, dim) })
 	})
 }
 
@@ -118,9 +106,7 @@ func BenchmarkExpShift(b *testing.B) {
 	x := randVec(rand.New(rand.NewPCG(6, 6)), 4096, 3)
 	dst := make([]float32, len(x))
 	b.Run("vector", func(b *testing.B) {
-		for b.Loop() {
-			ExpShift(dst, x, 1, -9)
-		}
+		cpuLoop(b, func() { ExpShift(dst, x, 1, -9) })
 	})
 	b.Run("scalar", func(b *testing.B) {
 		for b.Loop() {
@@ -130,9 +116,7 @@ func BenchmarkExpShift(b *testing.B) {
 		}
 	})
 	b.Run("max", func(b *testing.B) {
-		for b.Loop() {
-			_ = maxOf(x)
-		}
+		cpuLoop(b, func() { _ = maxOf(x) })
 	})
 }
 
@@ -148,4 +132,13 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuLoop runs fn b.N times and reports the CPU time per call.
+func cpuLoop(b *testing.B, fn func()) {
+	c0 := cpuTime()
+	for b.Loop() {
+		fn()
+	}
+	reportCPU(b, c0)
 }

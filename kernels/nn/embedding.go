@@ -24,11 +24,11 @@ func axpy(a float32, x, y []float32) {
 	}
 }
 
-// dot returns sum x[i]*y[i] over len(x) elements, accumulated in float32 with four lanes.
+// dot returns sum x[i]*y[i] over len(x) elements, accumulated in float32 lanes.
 func dot(x, y []float32) float32 {
 	y = y[:len(x)]
-	var s0, s1, s2, s3 float32
-	i := 0
+	i, s0 := dotVec(x, y)
+	var s1, s2, s3 float32
 	for ; i+4 <= len(x); i += 4 {
 		s0 += x[i] * y[i]
 		s1 += x[i+1] * y[i+1]

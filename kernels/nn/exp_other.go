@@ -12,3 +12,8 @@ func maxVec(x []float32) (int, float32) { return 0, float32(math.Inf(-1)) }
 
 // scaleVec has no vector path on this architecture.
 func scaleVec(x []float32, s float32) int { return 0 }
+
+func dotVec(x, y []float32) (int, float32)                  { return 0, 0 }
+func softmaxGradVec(p, dp []float32, d, scale float32) int  { return 0 }
+func swigluFwdVec(gate, up, out []float32) int              { return 0 }
+func swigluBwdVec(gate, up, dout, dgate, dup []float32) int { return 0 }

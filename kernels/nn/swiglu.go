@@ -6,8 +6,8 @@ func SwiGLUForward(gate, up, out []float32) {
 	up = up[:len(gate)]
 	out = out[:len(gate)]
 	ExpShift(out, gate, -1, 0) // e^-g, vectorised, then silu(g) = g / (1 + e^-g)
-	for i, g := range gate {
-		out[i] = g / (1 + out[i]) * up[i]
+	for i := swigluFwdVec(gate, up, out); i < len(gate); i++ {
+		out[i] = gate[i] * up[i] / (1 + out[i])
 	}
 }
 
@@ -17,7 +17,8 @@ func SwiGLUBackward(gate, up, dout, dgate, dup []float32) {
 	n := len(gate)
 	up, dout, dgate, dup = up[:n], dout[:n], dgate[:n], dup[:n]
 	ExpShift(dgate, gate, -1, 0)
-	for i, g := range gate {
+	for i := swigluBwdVec(gate, up, dout, dgate, dup); i < n; i++ {
+		g := gate[i]
 		s := 1 / (1 + dgate[i])
 		u := up[i]
 		d := dout[i]
