@@ -54,18 +54,18 @@ type StepFunc func(ctx context.Context, step, micro int, grads []float32) (Micro
 
 // Progress describes one finished update, for progress bars, heartbeats and metrics.
 type Progress struct {
-	Step  int // updates completed, 1-based
-	Total int
-	Loss  float64 // mean over the update's micro-batches
-	LR    float64
+	Step  int     `json:"step"` // updates completed, 1-based
+	Total int     `json:"total"`
+	Loss  float64 `json:"loss"` // mean over the update's micro-batches
+	LR    float64 `json:"lr"`
 	// GradNorm is the global norm of the averaged gradient before clipping.
-	GradNorm float64
-	Clipped  bool
-	Tokens   int // tokens in this update
+	GradNorm float64 `json:"grad_norm"`
+	Clipped  bool    `json:"clipped"`
+	Tokens   int     `json:"tokens"` // tokens in this update
 	// TokensPerSec and ETA average over the updates this process has run.
-	TokensPerSec float64
-	Elapsed      time.Duration
-	ETA          time.Duration
+	TokensPerSec float64       `json:"tokens_per_s"`
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	ETA          time.Duration `json:"eta_ns"`
 }
 
 // Hooks are the optional callbacks of Run.
