@@ -60,6 +60,9 @@ type pool struct {
 	finished atomic.Int64  // chunks of the current call finished
 	done     chan struct{} // the goroutine finishing the last chunk sends once
 
+	panicMu  sync.Mutex
+	panicked any // first panic value of the current call's chunks, re-raised by its caller
+
 	bufs []*gemmBuf // packing buffers of the caller (0) and workers 1..n-1
 
 	spareMu sync.Mutex
@@ -149,7 +152,7 @@ func (p *pool) work(buf *gemmBuf) {
 			continue
 		}
 		// The call cannot finish before this chunk does, so its task stays put.
-		p.runChunk(next, buf)
+		p.runChunkRecover(next, buf)
 		if p.finished.Add(1) == int64(chunks) {
 			p.done <- struct{}{}
 		}
@@ -185,7 +188,30 @@ func (p *pool) run(chunks int) {
 	p.work(p.bufs[0])
 	<-p.done
 	p.task = task{}
+	p.panicMu.Lock()
+	pv := p.panicked
+	p.panicked = nil
+	p.panicMu.Unlock()
 	p.mu.Unlock()
+	if pv != nil {
+		panic(pv)
+	}
+}
+
+// runChunkRecover runs one chunk and records a panic instead of letting it kill a
+// worker goroutine (or leave the pool locked): the call's caller re-raises it once every
+// chunk is done.
+func (p *pool) runChunkRecover(id int, buf *gemmBuf) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.panicMu.Lock()
+			if p.panicked == nil {
+				p.panicked = r
+			}
+			p.panicMu.Unlock()
+		}
+	}()
+	p.runChunk(id, buf)
 }
 
 func (p *pool) runChunk(id int, buf *gemmBuf) {
@@ -212,7 +238,9 @@ func chunk(n, parts, id int) (lo, hi int) {
 }
 
 // Parallel splits [0,n) into min(n, Workers()) contiguous chunks, runs fn on each (on the
-// caller and the workers) and waits for all of them. fn must not panic.
+// caller and the workers) and waits for all of them. If fn panics in any chunk, the
+// other chunks still run and Parallel then panics with the first value on the calling
+// goroutine; the pool stays usable.
 //
 // Parallel itself allocates nothing, but a closure literal passed as fn is allocated at
 // the call site because the pool keeps it while the workers run. On hot paths pass a func

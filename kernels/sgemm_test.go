@@ -398,3 +398,24 @@ func TestNewPoolClampsWorkers(t *testing.T) {
 		p.Close()
 	}
 }
+
+func TestParallelPanicReachesCaller(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	for range 5 {
+		var ran [2]bool
+		assert.PanicsWithValue(t, "chunk 1 failed", func() {
+			p.Parallel(2, func(lo, hi int) {
+				ran[lo] = true
+				if lo == 1 {
+					panic("chunk 1 failed")
+				}
+			})
+		})
+		assert.Equal(t, [2]bool{true, true}, ran, "the other chunk still ran")
+	}
+	// The pool is not left locked: a later call is still split over the workers.
+	checkGemm(t, gemmCase{m: 300, n: 50, k: 40, alpha: 1}, 3, p)
+	assert.True(t, p.mu.TryLock(), "pool unlocked after the panics")
+	p.mu.Unlock()
+}
