@@ -279,8 +279,8 @@ with the machine's load.`,
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintf(tw, "preset\t%s (%.2fM parameters), %d threads, %s sgemm kernel\n", res.Preset, float64(res.Parameters)/1e6, res.Threads, res.Kernel)
-			fmt.Fprintf(tw, "train\t%.0f tokens/s\t(%.1f ms/step, of which AdamW %.1f ms)\n", res.TrainTokensPerS, res.TrainStepMS, res.OptimizerMS)
-			fmt.Fprintf(tw, "sample\t%.0f tokens/s\t(%d x %d new tokens after a %d-token prompt)\n", res.SampleTokensPerS, o.Samples, o.NewTokens, o.PromptLen)
+			fmt.Fprintf(tw, "train\t%.0f tokens/s\t(%.0f per CPU-second; %.1f ms/step, of which AdamW %.1f ms)\n", res.TrainTokensPerS, res.TrainTokensPerCPUS, res.TrainStepMS, res.OptimizerMS)
+			fmt.Fprintf(tw, "sample\t%.0f tokens/s\t(%.0f per CPU-second; %d x %d new tokens after a %d-token prompt)\n", res.SampleTokensPerS, res.SampleTokensPerCPUS, o.Samples, o.NewTokens, o.PromptLen)
 			fmt.Fprintf(tw, "sgemm\t%.1f GFLOP/s\t(%.1f on one thread; m,n,k = %d,%d,%d)\n", res.SgemmGFLOPS, res.SgemmGFLOPSOneThread, res.SgemmShape[0], res.SgemmShape[1], res.SgemmShape[2])
 			fmt.Fprintf(tw, "allocs/step\t%.1f\t(%.0f bytes)\n", res.AllocsPerStep, res.BytesPerStep)
 			fmt.Fprintf(tw, "peak RSS\t%.0f MiB\t(%.0f MiB after training)\n", float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakRSSTrainBytes)/(1<<20))

@@ -53,6 +53,11 @@ type Result struct {
 	Kernel     string `json:"sgemm_kernel"`
 	// TrainStepMS is the mean time of one full training step.
 	TrainStepMS float64 `json:"train_step_ms"`
+	// TrainTokensPerCPUS and SampleTokensPerCPUS count tokens per second of process CPU
+	// time (all threads): steadier than wall time on a shared machine, and on one thread
+	// the throughput the engine would have with the core to itself.
+	TrainTokensPerCPUS  float64 `json:"train_tokens_per_cpu_s,omitempty"`
+	SampleTokensPerCPUS float64 `json:"sample_tokens_per_cpu_s,omitempty"`
 	// OptimizerMS is the AdamW part of a step (gradient norm + fused update), timed alone.
 	OptimizerMS float64 `json:"optimizer_ms"`
 	// SgemmGFLOPSOneThread is the same shape on one thread (the per-core figure).
@@ -179,14 +184,17 @@ func measureTraining(ctx context.Context, m *transformer.Model, opts Options, re
 	// No runtime.GC() here: it would empty sync.Pools and count their refills as ours.
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	start := time.Now()
+	cpu0, start := cpuTime(), time.Now()
 	for i := 0; i < opts.Steps; i++ {
 		if _, err := tr.Step(ctx, step); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}
-	el := time.Since(start)
+	el, cpu := time.Since(start), cpuTime()-cpu0
 	runtime.ReadMemStats(&after)
+	if cpu > 0 {
+		res.TrainTokensPerCPUS = float64(opts.Steps*B*T) / cpu.Seconds()
+	}
 	res.TrainTokensPerS = float64(opts.Steps*B*T) / el.Seconds()
 	res.TrainStepMS = el.Seconds() * 1000 / float64(opts.Steps)
 	res.AllocsPerStep = float64(after.Mallocs-before.Mallocs) / float64(opts.Steps)

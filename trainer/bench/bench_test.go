@@ -25,6 +25,8 @@ func TestRunMeasuresEverything(t *testing.T) {
 	assert.Equal(t, []string{"training", "sampling", "sgemm"}, stages)
 	assert.Positive(t, res.TrainTokensPerS)
 	assert.Positive(t, res.SampleTokensPerS)
+	assert.Positive(t, res.TrainTokensPerCPUS)
+	assert.Positive(t, res.SampleTokensPerCPUS)
 	assert.Positive(t, res.SgemmGFLOPS)
 	assert.Positive(t, res.SgemmGFLOPSOneThread)
 	assert.Positive(t, res.OptimizerMS)

@@ -5,6 +5,7 @@ package bench
 import (
 	"runtime"
 	"syscall"
+	"time"
 )
 
 // peakRSS is the process's peak resident set size in bytes (getrusage ru_maxrss, which is
@@ -18,4 +19,14 @@ func peakRSS() int64 {
 		return int64(ru.Maxrss)
 	}
 	return int64(ru.Maxrss) * 1024
+}
+
+// cpuTime is the process's user+system CPU time so far (0 if unknown). On a loaded
+// machine, work per CPU second is a steadier figure than work per wall second.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -31,9 +31,9 @@ func measureSampling(ctx context.Context, m *transformer.Model, opts Options, re
 	}
 	req := inference.Request{Prompt: prompt, Samples: opts.Samples,
 		Params: inference.Params{MaxNewTokens: opts.NewTokens, Temperature: 1, Seed: opts.Seed}}
-	start := time.Now()
+	cpu0, start := cpuTime(), time.Now()
 	out, err := eng.Generate(ctx, req)
-	el := time.Since(start)
+	el, cpu := time.Since(start), cpuTime()-cpu0
 	if err != nil {
 		return fmt.Errorf("bench: sampling: %w", err)
 	}
@@ -45,5 +45,8 @@ func measureSampling(ctx context.Context, m *transformer.Model, opts Options, re
 		return fmt.Errorf("bench: sampling produced %d tokens, want %d", tokens, opts.Samples*opts.NewTokens)
 	}
 	res.SampleTokensPerS = float64(tokens) / el.Seconds()
+	if cpu > 0 {
+		res.SampleTokensPerCPUS = float64(tokens) / cpu.Seconds()
+	}
 	return nil
 }
