@@ -56,6 +56,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newSampleCmd,
 		newSFTCmd, newDPOCmd,
 		newRewardCmd, newAverageCmd,
+		newDemoCmd,
 	}
 }
 
