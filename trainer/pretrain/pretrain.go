@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -208,12 +207,12 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 
 	step := newLMStep(m, grads, corpus, tr.State, opts.Batch, opts.Seq)
 	res := &Result{OutDir: opts.OutDir, StartStep: tr.State.Step, Resumed: opts.Resume, CorpusTokens: len(corpus.Tokens),
-		CorpusDocs: corpus.Docs, Rows: rows, Parameters: len(m.W.Data), Threads: threads, FirstLoss: math.NaN(), FinalLoss: math.NaN()}
+		CorpusDocs: corpus.Docs, Rows: rows, Parameters: len(m.W.Data), Threads: threads}
 	var recent []float64
 	start := time.Now()
 	hooks := trainer.Hooks{
 		Progress: func(p trainer.Progress) {
-			if math.IsNaN(res.FirstLoss) {
+			if len(recent) == 0 && p.Step == res.StartStep+1 {
 				res.FirstLoss = p.Loss
 			}
 			res.FinalLoss = p.Loss

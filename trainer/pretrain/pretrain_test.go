@@ -2,6 +2,7 @@ package pretrain
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -201,6 +202,14 @@ func TestPretrainLearnsAndResumesExactly(t *testing.T) {
 	b, err = os.ReadFile(filepath.Join(split, trainer.StateMomentsFile))
 	require.NoError(t, err)
 	assert.True(t, slices.Equal(a, b), "resumed optimizer moments differ")
+	// Resuming a finished run does nothing and still reports (JSON-safe) numbers.
+	res, err = Run(context.Background(), opts, nil)
+	require.NoError(t, err)
+	assert.Equal(t, steps, res.StartStep)
+	assert.Equal(t, steps, res.Steps)
+	_, err = json.Marshal(res)
+	require.NoError(t, err)
+
 	_, err = os.Stat(split + ".staging")
 	assert.True(t, os.IsNotExist(err), "no staging directory left behind")
 }
