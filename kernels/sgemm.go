@@ -190,6 +190,10 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
+	if m == 1 {
+		gemv(kern, buf, transA, transB, n, k, alpha, a, lda, b, ldb, beta, c)
+		return
+	}
 	mr, nr := kern.mr, kern.nr
 	kcb := balanced(k, kern.kc, 1)
 	mcb := balanced(m, kern.mc, mr)
@@ -220,6 +224,42 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 				macroKernel(kern, buf, bp, mc, nc, kc, alpha, bet, c[ic*ldc+jc:], ldc)
 			}
 		}
+	}
+}
+
+// gemv computes the one-row product c = alpha*a*op(B) + beta*c with vector loops: a
+// tile kernel would waste all but one of its rows, and packing B would cost more than
+// the arithmetic. With op(B) = B, c accumulates alpha*a[l] times row l of B (Axpy);
+// with op(B) = B^T, c[j] is a dot product of a with row j of B.
+func gemv(kern *microKernel, buf *gemmBuf, transA, transB bool, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32) {
+	c = c[:n]
+	dotF, axpyF := dot, axpy
+	if kern == goKernel {
+		dotF, axpyF = dotGo, axpyGo
+	}
+	if transA {
+		// A is k x 1: gather its column so the vector loops see a contiguous row.
+		buf.ensure(k, 0)
+		for l := range k {
+			buf.a[l] = a[l*lda]
+		}
+		a = buf.a
+	}
+	a = a[:k]
+	if transB {
+		for j := range c {
+			s := alpha * dotF(a, b[j*ldb:][:k])
+			if beta == 0 {
+				c[j] = s
+			} else {
+				c[j] = s + beta*c[j]
+			}
+		}
+		return
+	}
+	scaleC(1, n, beta, c, n)
+	for l, v := range a {
+		axpyF(alpha*v, b[l*ldb:][:n], c)
 	}
 }
 

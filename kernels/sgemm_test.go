@@ -160,7 +160,7 @@ func TestSgemmMatchesReference(t *testing.T) {
 	shapes := [][3]int{
 		{1, 1, 1}, {7, 13, 5}, {6, 16, 1}, {5, 17, 3}, {12, 32, 8}, {13, 33, 9},
 		{1, 100, 37}, {100, 1, 37}, {67, 131, 259}, {16, 40, 300}, {0, 5, 3}, {5, 0, 3}, {4, 5, 0},
-		{300, 50, 40}, {40, 300, 50}, {24, 700, 40}, // split into chunks by rows, by columns
+		{300, 50, 40}, {40, 300, 50}, {24, 700, 40}, {1, 5000, 60}, // split into chunks by rows, by columns
 	}
 	if !testing.Short() {
 		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64}, [3]int{1100, 37, 33})
