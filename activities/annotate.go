@@ -144,7 +144,7 @@ func (a *Activities) annotateSimulated(ctx context.Context, cfg *configs.Config,
 			if c.FinishReason == inference.FinishStop && len(toks) > 0 {
 				toks = toks[:len(toks)-1]
 			}
-			texts[j] = tok.Decode(toks)
+			texts[j] = cleanText(tok.Decode(toks))
 		}
 		it := items[i]
 		pref, ok := ann.Compare(it, texts[0], texts[1])

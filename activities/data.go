@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 
 	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datasets"
@@ -216,4 +217,10 @@ func evalSplit(key string) bool {
 	h := fnv.New32a()
 	h.Write([]byte(key))
 	return h.Sum32()%8 == 7
+}
+
+// cleanText makes decoded model output storable: PostgreSQL text and jsonb refuse NUL
+// characters and invalid UTF-8, which an untrained model happily produces.
+func cleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

@@ -231,7 +231,7 @@ func greedyAnswers(ctx context.Context, m *transformer.Model, tok *tokenizer.Tok
 			toks = toks[:len(toks)-1]
 			finished[i] = true
 		}
-		answers[i] = tok.Decode(toks)
+		answers[i] = cleanText(tok.Decode(toks))
 	}
 	return answers, finished, nil
 }

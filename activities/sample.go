@@ -118,7 +118,7 @@ func (a *Activities) sample(ctx context.Context, cfg *configs.Config, req workfl
 			rows := make([]datastore.Candidate, len(cands))
 			for i, c := range cands {
 				rows[i] = datastore.Candidate{RunID: req.RunID, Round: req.Round, PromptID: p.ID, SampleIndex: c.SampleIndex,
-					Text: c.Text, TokenIDs: c.Tokens, Reward: c.Reward, Selected: c.Selected, Shard: req.Shard}
+					Text: cleanText(c.Text), TokenIDs: c.Tokens, Reward: c.Reward, Selected: c.Selected, Shard: req.Shard}
 			}
 			return a.db.RecordCandidates(context.WithoutCancel(ctx), rows)
 		},
