@@ -222,3 +222,27 @@ func b0(t *testing.T, m *Model, ws *Workspace) *Batch {
 	require.NoError(t, m.Forward(ws, b))
 	return b
 }
+
+// TestDeterministic checks that repeated forward+backward passes give bit-identical
+// log-probs and gradients (the trainer's same-seed, same-weights guarantee rests on it).
+func TestDeterministic(t *testing.T) {
+	cfg := testConfig(false, false)
+	m := newTestModel(t, cfg, 2, 12)
+	b := randomBatch(cfg, 4, 70, 13)
+	packSegments(b, 30)
+	w := make([]float32, len(b.Tokens))
+	for i := range w {
+		w[i] = 1
+	}
+	run := func() (float64, []float32) {
+		ws := m.NewWorkspace(4, 70)
+		g := m.NewGrads()
+		loss, err := m.WeightedNLL(ws, b, w, g)
+		require.NoError(t, err)
+		return loss, g.Data
+	}
+	l1, g1 := run()
+	l2, g2 := run()
+	assert.Equal(t, l1, l2)
+	assert.Equal(t, g1, g2)
+}

@@ -52,9 +52,7 @@ func LogProbBackward(logits []float32, vocab int, targets []int32, lse, coef, dl
 		// -c*e^(v-l) = e^(v-l+log|c|), negated when c > 0 (a gradient-ascent coefficient).
 		ExpShift(d, row, 1, -lse[r]+float32(math.Log(math.Abs(float64(c)))))
 		if c > 0 {
-			for j := range d {
-				d[j] = -d[j]
-			}
+			scale(d, -1)
 		}
 		d[t] += c
 	}
