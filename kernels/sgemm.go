@@ -86,7 +86,9 @@ func (p *pool) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	}
 	chunks := 1
 	if p.workers > 1 && 2*m*n*k >= parallelMinFlops {
-		chunks = min(4*p.workers, max(1, side/minChunk), maxChunks)
+		// A multiple of the worker count, so that workers starting together end together.
+		chunks = min(4*p.workers, side/minChunk, maxChunks)
+		chunks = max(chunks-chunks%p.workers, p.workers)
 	}
 	g.unit = roundUp(ceilDiv(side, chunks), tile)
 	chunks = ceilDiv(side, g.unit)
