@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -68,13 +69,13 @@ func BenchmarkSgemm(b *testing.B) {
 					bb[i] = float32(i%5) - 2
 				}
 				b.ReportAllocs()
-				cpu0 := processCPUSeconds()
+				cpu0 := processCPUTime()
 				for b.Loop() {
 					pc.p.Sgemm(s.transA, s.transB, s.m, s.n, s.k, 1, a, ac, bb, bc, 0, c, s.n)
 				}
 				flops := 2 * float64(s.m) * float64(s.n) * float64(s.k) * float64(b.N)
 				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				if cpu := processCPUSeconds() - cpu0; cpu > 0 {
+				if cpu := (processCPUTime() - cpu0).Seconds(); cpu0 > 0 && cpu > 0 {
 					// Per CPU-second of all threads: what one core delivers, whatever
 					// else runs on the machine.
 					b.ReportMetric(flops/cpu/1e9, "GFLOP/cpu-s")
@@ -84,9 +85,16 @@ func BenchmarkSgemm(b *testing.B) {
 	}
 }
 
-func TestMeasureSgemmGFLOPS(t *testing.T) {
+func TestMeasureSgemm(t *testing.T) {
 	p := NewPool(1)
 	defer p.Close()
-	g := MeasureSgemmGFLOPS(p, 32, 48, 16, time.Millisecond)
-	assert.Greater(t, g, 0.0)
+	r := MeasureSgemm(p, 32, 48, 16, 5*time.Millisecond)
+	assert.Positive(t, r.GFLOPS)
+	assert.GreaterOrEqual(t, r.Calls, 1)
+	if runtime.GOOS == "linux" {
+		assert.Positive(t, r.GFLOPSPerCPUSecond)
+	} else {
+		assert.Zero(t, r.GFLOPSPerCPUSecond)
+	}
+	assert.Positive(t, MeasureSgemmGFLOPS(p, 8, 8, 8, 0), "at least one call is timed")
 }

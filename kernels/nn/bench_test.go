@@ -22,19 +22,19 @@ func BenchmarkAttentionHead(b *testing.B) {
 	q, k, v := randVec(rng, T*stride, 1), randVec(rng, T*stride, 1), randVec(rng, T*stride, 1)
 	out, dout := make([]float32, T*stride), randVec(rng, T*stride, 1)
 	dq, dk, dv := make([]float32, T*stride), make([]float32, T*stride), make([]float32, T*stride)
-	probs, scratch := make([]float32, T*T), make([]float32, T*T)
+	probs, lse, scratch := make([]float32, T*T), make([]float32, T), make([]float32, AttentionBackwardScratch(T, T))
 	sh := AttnShape{Tq: T, S: T, HeadDim: hd, QStride: stride, KStride: stride, VStride: stride, OStride: stride, Scale: float32(1 / math.Sqrt(hd))}
 	b.Run("forward", func(b *testing.B) {
 		c0 := cpuTime()
 		for b.Loop() {
-			AttentionHeadForward(pool, sh, q, k, v, nil, nil, probs, out)
+			AttentionHeadForwardLSE(pool, sh, q, k, v, nil, nil, probs, lse, out)
 		}
 		reportCPU(b, c0)
 	})
 	b.Run("backward", func(b *testing.B) {
 		c0 := cpuTime()
 		for b.Loop() {
-			AttentionHeadBackward(pool, sh, q, k, v, probs, dout, dq, dk, dv, scratch)
+			AttentionHeadBackward(pool, sh, q, k, v, nil, nil, lse, dout, dq, dk, dv, scratch)
 		}
 		reportCPU(b, c0)
 	})

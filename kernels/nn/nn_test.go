@@ -276,6 +276,9 @@ func TestAttentionHead(t *testing.T) {
 			probs := make([]float32, tc.tq*tc.s)
 			out := make([]float32, tc.tq*tc.stride)
 			AttentionHeadForward(pool, sh, q, k, v, segQ, tc.seg, probs, out)
+			out2, lse := make([]float32, len(out)), make([]float32, tc.tq)
+			AttentionHeadForwardLSE(pool, sh, q, k, v, segQ, tc.seg, probs, lse, out2)
+			require.Equal(t, out, out2)
 			ref := attnRef(sh, q, k, v, segQ, tc.seg)
 			for i := 0; i < tc.tq; i++ {
 				for e := 0; e < tc.hd; e++ {
@@ -290,7 +293,7 @@ func TestAttentionHead(t *testing.T) {
 			}
 			dq := make([]float32, len(q))
 			dk, dv := make([]float32, len(k)), make([]float32, len(v))
-			AttentionHeadBackward(pool, sh, q, k, v, probs, c, dq, dk, dv, make([]float32, tc.tq*tc.s))
+			AttentionHeadBackward(pool, sh, q, k, v, segQ, tc.seg, lse, c, dq, dk, dv, make([]float32, AttentionBackwardScratch(tc.tq, tc.s)))
 			f := func() float64 {
 				AttentionHeadForward(pool, sh, q, k, v, segQ, tc.seg, probs, out)
 				return dotF64(c, out)
