@@ -57,6 +57,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newSFTCmd, newDPOCmd,
 		newRewardCmd, newAverageCmd,
 		newDemoCmd,
+		newRunCmd, newScheduleCmd, newAnnotationsCmd, newWorkerCmd,
 	}
 }
 
