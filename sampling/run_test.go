@@ -303,3 +303,16 @@ func TestProgressBetweenPrompts(t *testing.T) {
 	assert.Equal(t, 2, finished, "one call per finished prompt")
 	assert.Greater(t, len(calls), int(res.Stats.DecodeSteps)/2, "heartbeats between prompts")
 }
+
+func TestBatchCompositionDoesNotChangeSamples(t *testing.T) {
+	e := newEnv(t)
+	prompts := idPrompts(4, 11, 512)
+	o := baseOpts()
+	wide, err := Run(context.Background(), e.policy, e.scorer, prompts, o)
+	require.NoError(t, err)
+	o.MaxBatch = 3 // K=4: a prompt's samples split over decode calls
+	narrow, err := Run(context.Background(), e.policy, e.scorer, prompts, o)
+	require.NoError(t, err)
+	assert.Equal(t, tokensOf(wide.Candidates), tokensOf(narrow.Candidates))
+	assert.Greater(t, narrow.Stats.DecodeSteps, int64(0))
+}
