@@ -259,11 +259,11 @@ func (ws *Workspace) attnItem(la *layerActs, r, g, wk int) {
 	}
 	for hh := g * rep; hh < (g+1)*rep; hh++ {
 		qOff, oOff := row+hh*hd, r*T*qd+hh*hd
-		probs := la.probs[(r*d.heads+hh)*T*T : (r*d.heads+hh+1)*T*T]
+		lse := la.lse[(r*d.heads+hh)*T : (r*d.heads+hh+1)*T]
 		if ws.op == opAttn {
-			nn.AttentionHeadForward(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], seg, seg, probs, la.o[oOff:])
+			nn.AttentionHeadForwardLSE(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], seg, seg, ws.attn[wk], lse, la.o[oOff:])
 		} else {
-			nn.AttentionHeadBackward(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], probs, ws.do[oOff:], ws.dqkv[qOff:], ws.dqkv[kOff:], ws.dqkv[vOff:], ws.dS[wk])
+			nn.AttentionHeadBackward(pool, sh, la.qkv[qOff:], la.qkv[kOff:], la.qkv[vOff:], seg, seg, lse, ws.do[oOff:], ws.dqkv[qOff:], ws.dqkv[kOff:], ws.dqkv[vOff:], ws.attn[wk])
 		}
 	}
 }

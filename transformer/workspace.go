@@ -13,7 +13,7 @@ type layerActs struct {
 	rinv1 []float32 // 1/rms of x per token, N
 	a1    []float32 // input_layernorm(x), N*H
 	qkv   []float32 // rotated queries | rotated keys | values per token, N*(qDim+2*kvDim)
-	probs []float32 // attention probabilities, B*heads*T*T
+	lse   []float32 // attention log-sum-exp per (row, head, query), B*heads*T
 	o     []float32 // attention output before o_proj, N*qDim
 	xm    []float32 // residual after attention, N*H
 	rinv2 []float32 // 1/rms of xm, N
@@ -62,9 +62,10 @@ type Workspace struct {
 	layers []layerActs
 	xf     []float32 // final residual stream, N*H
 	rinvF  []float32
-	af     []float32 // model.norm(xf), N*H
-	lse    []float32 // logsumexp per token, N
-	pos    []int32   // default positions 0..T-1 per row, MaxB*MaxT
+	af     []float32   // model.norm(xf), N*H
+	lse    []float32   // logsumexp per token, N
+	pos    []int32     // default positions 0..T-1 per row, MaxB*MaxT
+	attn   [][]float32 // per-worker attention scratch (probabilities or their gradients)
 
 	// Backward scratch, shared by all layers, allocated by the first Backward (ensureBackward).
 	dx, da, dqkv, do []float32
@@ -72,7 +73,6 @@ type Workspace struct {
 	dLogits          []float32 // one chunk of rows, headRows*vocab
 	headRows         int
 	coef             []float32   // WeightedNLL's dL/dlogp, N
-	dS               [][]float32 // per worker, MaxT*MaxT
 	dwPart           [][]float32 // per worker, H
 	workers          int
 
@@ -136,7 +136,7 @@ func (m *Model) NewWorkspace(maxB, maxT int) *Workspace {
 	for l := range ws.layers {
 		ws.layers[l] = layerActs{
 			x: f(n * h), rinv1: f(n), a1: f(n * h), qkv: f(n * qkvd),
-			probs: f(maxB * d.heads * maxT * maxT), o: f(n * qd), xm: f(n * h), rinv2: f(n), a2: f(n * h),
+			lse: f(maxB * d.heads * maxT), o: f(n * qd), xm: f(n * h), rinv2: f(n), a2: f(n * h),
 			gu: f(n * 2 * d.inter), act: f(n * d.inter),
 		}
 	}
@@ -151,6 +151,12 @@ func (m *Model) NewWorkspace(maxB, maxT int) *Workspace {
 	ws.workers = 1
 	if m.Pool != nil {
 		ws.workers = m.Pool.Workers()
+	}
+	// Attention probabilities live only in per-worker scratch (the backward pass
+	// recomputes them from the saved log-sum-exp), so memory grows as T, not T^2, per head.
+	ws.attn = make([][]float32, ws.workers)
+	for w := range ws.attn {
+		ws.attn[w] = f(max(maxT*maxT, nn.AttentionBackwardScratch(maxT, maxT)))
 	}
 	ws.run = ws.work
 	ws.headRows = defaultHeadRows
@@ -171,10 +177,8 @@ func (ws *Workspace) ensureBackward() {
 	if !d.classifier {
 		ws.dLogits = f(min(n, ws.headRows) * d.vocab)
 	}
-	ws.dS = make([][]float32, ws.workers)
 	ws.dwPart = make([][]float32, ws.workers)
-	for w := range ws.dS {
-		ws.dS[w] = f(ws.MaxT * ws.MaxT)
+	for w := range ws.dwPart {
 		ws.dwPart[w] = f(h)
 	}
 }
