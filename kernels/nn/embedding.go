@@ -15,28 +15,3 @@ func EmbeddingBackward(dTable []float32, dim int, ids []int32, dOut []float32) {
 		axpy(1, dOut[i*dim:(i+1)*dim], dTable[int(id)*dim:int(id+1)*dim])
 	}
 }
-
-// axpy computes y += a*x over len(x) elements.
-func axpy(a float32, x, y []float32) {
-	y = y[:len(x)]
-	for i, v := range x {
-		y[i] += a * v
-	}
-}
-
-// dot returns sum x[i]*y[i] over len(x) elements, accumulated in float32 lanes.
-func dot(x, y []float32) float32 {
-	y = y[:len(x)]
-	i, s0 := dotVec(x, y)
-	var s1, s2, s3 float32
-	for ; i+4 <= len(x); i += 4 {
-		s0 += x[i] * y[i]
-		s1 += x[i+1] * y[i+1]
-		s2 += x[i+2] * y[i+2]
-		s3 += x[i+3] * y[i+3]
-	}
-	for ; i < len(x); i++ {
-		s0 += x[i] * y[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
