@@ -359,3 +359,46 @@ func TestMaxAndScale(t *testing.T) {
 		}
 	}
 }
+
+// TestPortableFallbackMatchesVector runs the helpers with the AVX2 loops switched off, as
+// on CPUs without them, and compares with the vector results.
+func TestPortableFallbackMatchesVector(t *testing.T) {
+	if !hasAVX2FMA {
+		t.Skip("no AVX2/FMA on this CPU: the portable path is the only one and the other tests cover it")
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	const n = 45
+	g, u, d := randVec(rng, n, 3), randVec(rng, n, 1), randVec(rng, n, 1)
+	type result struct {
+		exp, dg, du, sw []float32
+		sum, dt, mx     float32
+	}
+	run := func() result {
+		var r result
+		r.exp = make([]float32, n)
+		r.sum = ExpShift(r.exp, g, -0.7, 0.2)
+		r.dt = dot(g, u)
+		r.mx = maxOf(g)
+		r.sw = make([]float32, n)
+		SwiGLUForward(g, u, r.sw)
+		r.dg, r.du = make([]float32, n), make([]float32, n)
+		SwiGLUBackward(g, u, d, r.dg, r.du)
+		scale(r.sw, 0.5)
+		return r
+	}
+	vec := run()
+	hasAVX2FMA = false
+	t.Cleanup(func() { hasAVX2FMA = true })
+	scalar := run()
+	close := func(name string, a, b []float32) {
+		for i := range a {
+			assert.InDelta(t, a[i], b[i], 1e-5*(1+math.Abs(float64(a[i]))), "%s[%d]", name, i)
+		}
+	}
+	close("exp", vec.exp, scalar.exp)
+	close("sum", []float32{vec.sum, vec.dt}, []float32{scalar.sum, scalar.dt})
+	assert.Equal(t, vec.mx, scalar.mx)
+	close("swiglu", vec.sw, scalar.sw)
+	close("dgate", vec.dg, scalar.dg)
+	close("dup", vec.du, scalar.du)
+}
