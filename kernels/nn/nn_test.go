@@ -390,15 +390,15 @@ func TestPortableFallbackMatchesVector(t *testing.T) {
 	hasAVX2FMA = false
 	t.Cleanup(func() { hasAVX2FMA = true })
 	scalar := run()
-	close := func(name string, a, b []float32) {
+	near := func(name string, a, b []float32) {
 		for i := range a {
 			assert.InDelta(t, a[i], b[i], 1e-5*(1+math.Abs(float64(a[i]))), "%s[%d]", name, i)
 		}
 	}
-	close("exp", vec.exp, scalar.exp)
-	close("sum", []float32{vec.sum, vec.dt}, []float32{scalar.sum, scalar.dt})
+	near("exp", vec.exp, scalar.exp)
+	near("sum", []float32{vec.sum, vec.dt}, []float32{scalar.sum, scalar.dt})
 	assert.Equal(t, vec.mx, scalar.mx)
-	close("swiglu", vec.sw, scalar.sw)
-	close("dgate", vec.dg, scalar.dg)
-	close("dup", vec.du, scalar.du)
+	near("swiglu", vec.sw, scalar.sw)
+	near("dgate", vec.dg, scalar.dg)
+	near("dup", vec.du, scalar.du)
 }
