@@ -58,7 +58,7 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		return workflows.ModelResult{}, err
 	}
 	if st.Status == datastore.StatusCompleted && st.OutputArtifactID != "" {
-		return workflows.ModelResult{ArtifactID: st.OutputArtifactID, Steps: int(st.CheckpointStep)}, nil
+		return a.recordedResult(ctx, sr.key, st)
 	}
 	dir := a.workDir(sr.key)
 	runDir := filepath.Join(dir, "run")
@@ -148,6 +148,28 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		return workflows.ModelResult{}, err
 	}
 	return workflows.ModelResult{ArtifactID: art.ID, Steps: out.steps, StartStep: out.startStep, Metrics: out.metrics}, nil
+}
+
+// recordedResult rebuilds a completed variant's result from its stage row and metrics,
+// so a re-run returns exactly what the first run did.
+func (a *Activities) recordedResult(ctx context.Context, key datastore.StageKey, st datastore.Stage) (workflows.ModelResult, error) {
+	ms, err := a.db.ListMetrics(ctx, datastore.MetricFilter{RunID: key.RunID, Round: key.Round, Stage: key.Kind, Variant: key.Variant})
+	if err != nil {
+		return workflows.ModelResult{}, err
+	}
+	res := workflows.ModelResult{ArtifactID: st.OutputArtifactID, Steps: int(st.CheckpointStep)}
+	for _, m := range ms {
+		switch {
+		case m.Name == "start_step":
+			res.StartStep = int(m.Value)
+		case m.Step == st.CheckpointStep && m.Name != "loss" && m.Name != "lr":
+			if res.Metrics == nil {
+				res.Metrics = map[string]float64{}
+			}
+			res.Metrics[m.Name] = m.Value
+		}
+	}
+	return res, nil
 }
 
 // schedule is the trainer schedule of a stage.
