@@ -56,7 +56,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newSampleCmd,
 		newSFTCmd, newDPOCmd,
 		newRewardCmd, newAverageCmd,
-		newDemoCmd,
+		newDemoCmd, newReportCmd,
 		newRunCmd, newScheduleCmd, newAnnotationsCmd, newWorkerCmd,
 	}
 }
