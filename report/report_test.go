@@ -52,6 +52,13 @@ func seedRun(t *testing.T, s *datastore.Store) {
 		st, err := s.StartStage(ctx, datastore.StageKey{RunID: "run1", Round: r, Kind: datastore.StageSFT, Variant: "0"}, 1)
 		require.NoError(t, err)
 		require.NoError(t, s.FinishStage(ctx, st.ID, datastore.StatusCompleted, "", ""))
+		st2, err := s.StartStage(ctx, datastore.StageKey{RunID: "run1", Round: r, Kind: datastore.StageDPO, Variant: "0"}, 1)
+		require.NoError(t, err)
+		require.NoError(t, s.FinishStage(ctx, st2.ID, datastore.StatusCompleted, "", ""))
+		if r == 2 { // the round summary's stage times win over the stage rows
+			add(r, datastore.StageSummary, datastore.StageSFT, "seconds", 0, 12.5)
+			add(r, datastore.StageSummary, datastore.StageDPO, "seconds", 0, 7.5)
+		}
 		var cs []datastore.Candidate
 		for p := 0; p < 4; p++ {
 			for k := 0; k < 4; k++ {
@@ -95,7 +102,10 @@ func TestBuildTableFromStore(t *testing.T) {
 	for _, c := range cases {
 		assert.InDelta(t, c.want, c.got, 1e-9, c.name)
 	}
-	assert.Contains(t, tab.Stages, datastore.StageSFT)
+	assert.Equal(t, []string{datastore.StageSFT, datastore.StageDPO}, tab.Stages)
+	assert.Len(t, tab.Rows[1].Seconds, 2, "round 1: both stage rows timed")
+	assert.Equal(t, map[string]float64{"sft": 12.5, "dpo": 7.5}, tab.Rows[2].Seconds)
+	assert.InDelta(t, 20, tab.Rows[2].TotalSeconds(), 1e-9)
 	assert.Nil(t, tab.WithoutTimings().Rows[1].Seconds)
 
 	md := tab.Markdown()

@@ -133,8 +133,25 @@ func BuildTable(d *Data) Table {
 		}
 		return v[0], true
 	}
+	// Stage times: the round summaries' wall time per stage when the run wrote them (a
+	// stage's parallel variants overlap), else the sum of the stage rows' durations.
 	secs := map[int]map[string]float64{}
+	for _, m := range d.Metrics {
+		if m.Stage == datastore.StageSummary && m.Name == "seconds" {
+			if secs[m.Round] == nil {
+				secs[m.Round] = map[string]float64{}
+			}
+			secs[m.Round][m.Variant] = m.Value
+		}
+	}
+	summarised := map[int]bool{}
+	for r := range secs {
+		summarised[r] = true
+	}
 	for _, s := range d.Stages {
+		if summarised[s.Round] {
+			continue
+		}
 		if dur := s.Duration(); dur > 0 {
 			if secs[s.Round] == nil {
 				secs[s.Round] = map[string]float64{}
