@@ -203,6 +203,7 @@ weights an uninterrupted run would have produced.`,
 	f.Uint64Var(&seed, "seed", o.Seed, "seed of the data order")
 	f.IntVar(&o.CheckpointEvery, "checkpoint-every", o.CheckpointEvery, "save every N steps (0: only at the end)")
 	f.IntVar(&o.Threads, "threads", 0, "kernel threads (0: all CPUs)")
+	f.StringVar(&o.MetricsFile, "metrics-file", "", "append one JSON line of step metrics (loss, lr, grad norm, tokens/s) per step to this file")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package pretrain
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -43,6 +44,9 @@ type Options struct {
 	CheckpointEvery int
 	// Threads is the kernel pool size; 0 means the number of CPUs.
 	Threads int
+	// MetricsFile, when set, gets one JSON line per update (trainer.Progress), appended so
+	// a resumed run continues the same log.
+	MetricsFile string
 }
 
 // DefaultOptions are sensible settings for the small presets.
@@ -205,6 +209,17 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 	}
 	tr.State.Extra = extra
 
+	var metrics *json.Encoder
+	if opts.MetricsFile != "" {
+		f, err := os.OpenFile(opts.MetricsFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("pretrain: metrics file: %w", err)
+		}
+		defer f.Close()
+		metrics = json.NewEncoder(f)
+	}
+	var metricsErr error
+
 	step := newLMStep(m, grads, corpus, tr.State, opts.Batch, opts.Seq)
 	res := &Result{OutDir: opts.OutDir, StartStep: tr.State.Step, Resumed: opts.Resume, CorpusTokens: len(corpus.Tokens),
 		CorpusDocs: corpus.Docs, Rows: rows, Parameters: len(m.W.Data), Threads: threads}
@@ -219,6 +234,9 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 			recent = append(recent, p.Loss)
 			if len(recent) > 10 {
 				recent = recent[1:]
+			}
+			if metrics != nil && metricsErr == nil {
+				metricsErr = metrics.Encode(p)
 			}
 			if progress != nil {
 				progress(p)
@@ -243,6 +261,9 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 	}
 	if runErr != nil {
 		return res, fmt.Errorf("pretrain: %w", runErr)
+	}
+	if metricsErr != nil {
+		return res, fmt.Errorf("pretrain: metrics file %s: %w", opts.MetricsFile, metricsErr)
 	}
 	return res, nil
 }

@@ -158,11 +158,21 @@ func TestPretrainLearnsAndResumesExactly(t *testing.T) {
 	dir := t.TempDir()
 	const steps = 12
 
-	// Straight through.
+	// Straight through, with a metrics log.
 	straight := filepath.Join(dir, "straight")
 	var calls int
-	res, err := Run(context.Background(), testOptions(model, straight, data, steps), func(trainer.Progress) { calls++ })
+	o := testOptions(model, straight, data, steps)
+	o.MetricsFile = filepath.Join(dir, "metrics.jsonl")
+	res, err := Run(context.Background(), o, func(trainer.Progress) { calls++ })
 	require.NoError(t, err)
+	logged, err := os.ReadFile(o.MetricsFile)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(logged)), "\n")
+	require.Len(t, lines, steps)
+	var last trainer.Progress
+	require.NoError(t, json.Unmarshal([]byte(lines[steps-1]), &last))
+	assert.Equal(t, steps, last.Step)
+	assert.Equal(t, res.FinalLoss, last.Loss)
 	assert.Equal(t, steps, calls)
 	assert.Equal(t, steps, res.Steps)
 	assert.Less(t, res.FinalLoss, res.FirstLoss-0.5, "loss %.3f -> %.3f", res.FirstLoss, res.FinalLoss)
