@@ -78,28 +78,43 @@ func TestOverfitFixedSequence(t *testing.T) {
 	assert.Less(t, loss, 0.05, "final loss")
 }
 
-// TestZeroAllocsPerStep checks that a warm forward+backward allocates nothing.
+// TestZeroAllocsPerStep checks that a warm forward+backward allocates nothing, both on a
+// tiny problem and on one big enough for the matmuls to split across the workers.
 func TestZeroAllocsPerStep(t *testing.T) {
-	for _, classifier := range []bool{false, true} {
-		cfg := testConfig(classifier, false)
-		m := newTestModel(t, cfg, 2, 1)
-		b := randomBatch(cfg, 2, 8, 1)
-		packSegments(b, 3)
-		ws := m.NewWorkspace(2, 8)
-		g := m.NewGrads()
-		dOut := make([]float32, 16)
-		for i := range dOut {
-			dOut[i] = 0.1
-		}
-		if classifier {
-			dOut = dOut[:2]
-		}
-		step := func() {
-			require.NoError(t, m.Forward(ws, b))
-			require.NoError(t, m.Backward(ws, b, dOut, g))
-		}
-		step()
-		assert.Zero(t, testing.AllocsPerRun(10, step), "classifier=%v", classifier)
+	cases := []struct {
+		name       string
+		classifier bool
+		hidden, T  int
+	}{
+		{"lm tiny", false, 16, 8},
+		{"classifier tiny", true, 16, 8},
+		{"lm parallel matmuls", false, 64, 64},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(tc.classifier, false)
+			cfg.HiddenSize, cfg.IntermediateSize = tc.hidden, 3*tc.hidden/2
+			m := newTestModel(t, cfg, 2, 1)
+			const B = 2
+			b := randomBatch(cfg, B, tc.T, 1)
+			packSegments(b, 3)
+			ws := m.NewWorkspace(B, tc.T)
+			g := m.NewGrads()
+			dOut := make([]float32, B*tc.T)
+			for i := range dOut {
+				dOut[i] = 0.1
+			}
+			if tc.classifier {
+				dOut = dOut[:B]
+			}
+			step := func() {
+				require.NoError(t, m.Forward(ws, b))
+				require.NoError(t, m.Backward(ws, b, dOut, g))
+			}
+			step()
+			step()
+			assert.Zero(t, testing.AllocsPerRun(10, step))
+		})
 	}
 }
 
