@@ -119,7 +119,7 @@ workers) together produce exactly the samples of one unsharded run.`,
 	f.Float64Var(&o.minReward, "min-reward", 0, "drop samples whose reward is below this (unset = keep all)")
 	f.BoolVar(&o.dedup, "dedup", false, "identical completions count once when selecting")
 	f.BoolVar(&o.keepTruncated, "keep-truncated", false, "allow samples cut at --max-new-tokens to be selected")
-	f.BoolVar(&o.noSharing, "no-sharing", false, "prefill the prompt once per sample (baseline; same samples, slower)")
+	f.BoolVar(&o.noSharing, "no-sharing", false, "prefill the prompt once per sample and score with a full forward pass (the baseline: same samples, slower)")
 	f.BoolVar(&o.rmCache, "rm-kv-cache", true, "score through the reward model's KV cache, running each prompt once (false: a full forward pass per sample)")
 	f.Uint64Var(&o.seed, "seed", 1, "run seed")
 	f.IntVar(&o.shards, "shards", 1, "split the prompts into this many shards")
