@@ -63,7 +63,8 @@ type pool struct {
 	panicMu  sync.Mutex
 	panicked any // first panic value of the current call's chunks, re-raised by its caller
 
-	bufs []*gemmBuf // packing buffers of the caller (0) and workers 1..n-1
+	bufs   []*gemmBuf // packing buffers of the caller (0) and workers 1..n-1
+	shared []float32  // op(B) packed once for all row chunks of an Sgemm, under mu
 
 	spareMu sync.Mutex
 	spare   []*gemmBuf // buffers for calls that run alone while the workers are busy
@@ -175,6 +176,13 @@ func (p *pool) acquire() bool {
 // run executes p.task, whose fields other than chunks are set, on the caller and up to
 // chunks-1 workers. It must be called with mu held and releases it.
 func (p *pool) run(chunks int) {
+	p.dispatch(chunks)
+	p.finish()
+}
+
+// dispatch runs one round of chunks of p.task and returns when all are finished. mu is
+// held throughout.
+func (p *pool) dispatch(chunks int) {
 	p.task.chunks = chunks
 	p.gen++
 	p.finished.Store(0)
@@ -187,6 +195,17 @@ func (p *pool) run(chunks int) {
 	}
 	p.work(p.bufs[0])
 	<-p.done
+}
+
+// failed reports whether a chunk of the current call has panicked.
+func (p *pool) failed() bool {
+	p.panicMu.Lock()
+	defer p.panicMu.Unlock()
+	return p.panicked != nil
+}
+
+// finish ends a call: it clears the task, releases mu and re-raises a chunk's panic.
+func (p *pool) finish() {
 	p.task = task{}
 	p.panicMu.Lock()
 	pv := p.panicked

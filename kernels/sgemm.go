@@ -47,7 +47,15 @@ type gemmTask struct {
 	lda, ldb, ldc  int
 	splitM         bool
 	unit           int // rows (splitM) or columns per chunk, a multiple of the tile
+	// packedB, when set, is all of op(B) packed once (phase 1, one chunk per kc x nc
+	// block) and then shared by the row chunks (phase 2) instead of each packing it.
+	packedB  []float32
+	kcb, ncb int
+	packing  bool // phase 1
 }
+
+// sharedBMax bounds the floats of op(B) packed once per call for all row chunks.
+const sharedBMax = 8 << 20
 
 // parallelMinFlops is the smallest problem worth waking the workers for: a wake-up and
 // join cost a few microseconds, about this many flops on one core.
@@ -93,7 +101,26 @@ func (p *pool) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	g.unit = roundUp(ceilDiv(side, chunks), tile)
 	chunks = ceilDiv(side, g.unit)
 	if chunks > 1 && p.acquire() {
-		p.task.gemm = g
+		if g.splitM && k*roundUp(n, kern.nr) <= sharedBMax {
+			// Pack op(B) once, in parallel over its blocks, for all row chunks.
+			g.kcb, g.ncb = balanced(k, kern.kc, 1), balanced(n, kern.nc, kern.nr)
+			blocks := ceilDiv(n, g.ncb) * ceilDiv(k, g.kcb)
+			size := blocks * g.kcb * g.ncb
+			if len(p.shared) < size {
+				p.shared = make([]float32, size)
+			}
+			g.packedB = p.shared[:size]
+			g.packing = true
+			p.task.gemm = g
+			p.dispatch(blocks)
+			if p.failed() {
+				p.finish()
+				return
+			}
+			p.task.gemm.packing = false
+		} else {
+			p.task.gemm = g
+		}
 		p.run(chunks)
 		return
 	}
@@ -143,8 +170,15 @@ func checkMat(name string, rows, cols int, x []float32, ld int) {
 
 // runChunk computes chunk id of C: unit rows (splitM) or columns starting at id*unit.
 func (g *gemmTask) runChunk(kern *microKernel, id, chunks int, buf *gemmBuf) {
+	if g.packing {
+		// Block id of op(B): panel id/nP of nc columns, block id%nP of kc rows.
+		nP := ceilDiv(g.k, g.kcb)
+		jc, pc := id/nP*g.ncb, id%nP*g.kcb
+		packB(g.packedB[id*g.kcb*g.ncb:], g.b, g.ldb, g.transB, pc, jc, min(g.kcb, g.k-pc), min(g.ncb, g.n-jc), kern.nr)
+		return
+	}
 	if chunks == 1 {
-		gemmSerial(kern, buf, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
+		gemmSerial(kern, buf, g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc, nil)
 		return
 	}
 	if g.splitM {
@@ -155,7 +189,7 @@ func (g *gemmTask) runChunk(kern *microKernel, id, chunks int, buf *gemmBuf) {
 		} else {
 			a = g.a[i0*g.lda:]
 		}
-		gemmSerial(kern, buf, g.transA, g.transB, i1-i0, g.n, g.k, g.alpha, a, g.lda, g.b, g.ldb, g.beta, g.c[i0*g.ldc:], g.ldc)
+		gemmSerial(kern, buf, g.transA, g.transB, i1-i0, g.n, g.k, g.alpha, a, g.lda, g.b, g.ldb, g.beta, g.c[i0*g.ldc:], g.ldc, g.packedB)
 		return
 	}
 	j0, j1 := id*g.unit, min((id+1)*g.unit, g.n)
@@ -165,7 +199,7 @@ func (g *gemmTask) runChunk(kern *microKernel, id, chunks int, buf *gemmBuf) {
 	} else {
 		b = g.b[j0:]
 	}
-	gemmSerial(kern, buf, g.transA, g.transB, g.m, j1-j0, g.k, g.alpha, g.a, g.lda, b, g.ldb, g.beta, g.c[j0:], g.ldc)
+	gemmSerial(kern, buf, g.transA, g.transB, g.m, j1-j0, g.k, g.alpha, g.a, g.lda, b, g.ldb, g.beta, g.c[j0:], g.ldc, nil)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -185,14 +219,14 @@ func balanced(n, maxBlock, unit int) int {
 const directRows = 32
 
 // gemmSerial is the Goto/BLIS loop nest on one goroutine: for each kc x nc panel of B
-// (packed once), for each mc x kc block of A (packed once), run the micro-kernel over
-// the block's mr x nr tiles.
-func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// (packed once, or taken from packedB when the call's row chunks share it), for each
+// mc x kc block of A (packed once), run the micro-kernel over the block's mr x nr tiles.
+func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packedB []float32) {
 	if alpha == 0 || k == 0 {
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
-	if m == 1 {
+	if m == 1 && packedB == nil {
 		gemv(kern, buf, transA, transB, n, k, alpha, a, lda, b, ldb, beta, c)
 		return
 	}
@@ -200,20 +234,29 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 	kcb := balanced(k, kern.kc, 1)
 	mcb := balanced(m, kern.mc, mr)
 	ncb := balanced(n, kern.nc, nr)
-	direct := !transB && m <= directRows
-	buf.ensure(mcb*kcb, kcb*ncb)
+	nP := ceilDiv(k, kcb)
+	direct := !transB && m <= directRows && packedB == nil
+	if packedB == nil {
+		buf.ensure(mcb*kcb, kcb*ncb)
+	} else {
+		buf.ensure(mcb*kcb, 0)
+	}
 	for jc := 0; jc < n; jc += ncb {
 		nc := min(ncb, n-jc)
 		for pc := 0; pc < k; pc += kcb {
 			kc := min(kcb, k-pc)
-			bp := block{b: buf.b, ld: nr}
-			if direct {
+			bp := block{packed: buf.b}
+			switch {
+			case packedB != nil:
+				// Packed by the call's first phase, in the same layout packB makes.
+				bp.packed = packedB[(jc/ncb*nP+pc/kcb)*kcb*ncb:]
+			case direct:
 				// Whole slivers are read from B itself; only the ragged edge is packed.
-				bp = block{b: b[pc*ldb+jc:], ld: ldb, direct: nc - nc%nr}
+				bp.b, bp.ld, bp.ndirect = b[pc*ldb+jc:], ldb, nc-nc%nr
 				if nc%nr != 0 {
-					packB(buf.b, b, ldb, false, pc, jc+bp.direct, kc, nc%nr, nr)
+					packB(buf.b, b, ldb, false, pc, jc+bp.ndirect, kc, nc%nr, nr)
 				}
-			} else {
+			default:
 				packB(buf.b, b, ldb, transB, pc, jc, kc, nc, nr)
 			}
 			bet := beta
@@ -265,12 +308,13 @@ func gemv(kern *microKernel, buf *gemmBuf, transA, transB bool, n, k int, alpha 
 	}
 }
 
-// block says where the macro-kernel finds B's slivers: the first direct columns in b
-// itself (row stride ld), the rest packed in the buffer.
+// block says where the macro-kernel finds B's slivers: the first ndirect columns in b
+// itself (row stride ld), the rest in packed.
 type block struct {
-	b      []float32
-	ld     int
-	direct int
+	packed  []float32
+	b       []float32
+	ld      int
+	ndirect int
 }
 
 // macroKernel runs the micro-kernel over an mc x nc block of C from packed A and B.
@@ -281,10 +325,10 @@ func macroKernel(kern *microKernel, buf *gemmBuf, bb block, mc, nc, kc int, alph
 		cols := min(nr, nc-jr)
 		var bp []float32
 		ldb := nr
-		if jr < bb.direct {
+		if jr < bb.ndirect {
 			bp, ldb = bb.b[jr:], bb.ld
 		} else {
-			bp = buf.b[(jr-bb.direct)*kc : (jr-bb.direct+nr)*kc]
+			bp = bb.packed[(jr-bb.ndirect)*kc : (jr-bb.ndirect+nr)*kc]
 		}
 		for ir := 0; ir < mc; ir += mr {
 			rows := min(mr, mc-ir)

@@ -160,7 +160,7 @@ func TestSgemmMatchesReference(t *testing.T) {
 	shapes := [][3]int{
 		{1, 1, 1}, {7, 13, 5}, {6, 16, 1}, {5, 17, 3}, {12, 32, 8}, {13, 33, 9},
 		{1, 100, 37}, {100, 1, 37}, {67, 131, 259}, {16, 40, 300}, {0, 5, 3}, {5, 0, 3}, {4, 5, 0},
-		{300, 50, 40}, {40, 300, 50}, {24, 700, 40}, {1, 5000, 60}, // split into chunks by rows, by columns
+		{300, 50, 40}, {40, 300, 50}, {24, 700, 40}, {1, 5000, 60}, {260, 40, 300}, // split into chunks by rows, by columns
 	}
 	if !testing.Short() {
 		shapes = append(shapes, [3]int{130, 70, 520}, [3]int{33, 300, 64}, [3]int{1100, 37, 33})
@@ -186,19 +186,20 @@ func TestSgemmMatchesReference(t *testing.T) {
 	}
 }
 
-// TestSgemmBlocking uses sizes that cross the kc, mc and nc block edges of each kernel.
+// TestSgemmBlocking shrinks each kernel's cache blocks so that small problems cross
+// many mc, kc and nc block edges, serially and split over workers (where op(B) is packed
+// once per call in several blocks and shared by the row chunks).
 func TestSgemmBlocking(t *testing.T) {
-	if testing.Short() {
-		t.Skip("large shapes")
-	}
+	shapes := [][3]int{{37, 29, 45}, {300, 70, 45}, {50, 300, 45}, {300, 200, 7}}
 	for _, p := range testPools(t) {
-		kern := p.kern
-		cases := []gemmCase{
-			{m: kern.mc + 7, n: 2*kern.nr + 3, k: kern.kc + 5, alpha: 1, beta: 0.5},
-			{transA: true, transB: true, m: 2*kern.mr + 1, n: kern.nc + kern.nr + 1, k: 2*kern.kc + 1, alpha: 1, beta: 0},
-		}
-		for i, gc := range cases {
-			checkGemm(t, gc, uint64(100+i), p)
+		small := *p.kern
+		small.mc, small.kc, small.nc = 2*small.mr, 16, 3*small.nr
+		p.kern = &small
+		for i, s := range shapes {
+			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+				gc := gemmCase{transA: tr[0], transB: tr[1], m: s[0], n: s[1], k: s[2], alpha: 1.5, beta: 0.5, pad: i}
+				checkGemm(t, gc, uint64(100+i), p)
+			}
 		}
 	}
 }
