@@ -29,10 +29,11 @@
 // # Parallelism
 //
 // A Pool has Workers()-1 goroutines plus the calling goroutine. Sgemm cuts the longer
-// side of C into chunks (whole tiles, at least 128 rows or columns, up to 4 per worker);
-// each chunk runs the serial algorithm above with its own packing buffers, so the
-// shorter operand is packed once per chunk. Problems under about half a megaflop stay on
-// the caller. Chunks are claimed one at a time, so a worker that starts late does not
-// delay the call. Buffers grow to the largest block seen and are reused: steady-state
-// Sgemm calls allocate nothing.
+// side of C into chunks (whole tiles, at least 128 rows or columns, up to 4 per worker, a
+// multiple of the worker count). When it cuts rows, op(B) is first packed once, in
+// parallel over its kc x nc blocks, into a buffer all row chunks share; when it cuts
+// columns, each chunk packs the (shorter) A itself. Problems under about half a
+// megaflop stay on the caller. Chunks are claimed one at a time, so a worker that
+// starts late does not delay the call. Buffers grow to the largest block seen and are
+// reused: steady-state Sgemm calls allocate nothing.
 package kernels
