@@ -232,16 +232,20 @@ func TestSgemmRejectsBadArguments(t *testing.T) {
 }
 
 func TestSgemmAllocatesNothing(t *testing.T) {
+	shapes := [][3]int{{96, 128, 64}, {300, 64, 64}, {16, 200, 32}, {1, 300, 64}} // column split, row split (shared B), direct B, one row
 	for _, workers := range []int{1, 2} {
 		p := NewPool(workers)
-		m, n, k := 96, 128, 64
-		a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
-		p.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n) // warm the buffers
-		allocs := testing.AllocsPerRun(20, func() {
-			p.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n)
-			p.Sgemm(true, false, m, n, k, 1, a, m, b, n, 1, c, n)
-		})
-		assert.Zero(t, allocs, "workers=%d", workers)
+		for _, s := range shapes {
+			m, n, k := s[0], s[1], s[2]
+			a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+			call := func() {
+				p.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n)
+				p.Sgemm(true, false, m, n, k, 1, a, m, b, n, 1, c, n)
+				p.Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+			}
+			call() // warm the buffers
+			assert.Zero(t, testing.AllocsPerRun(10, call), "workers=%d shape=%v", workers, s)
+		}
 		p.Close()
 	}
 }
