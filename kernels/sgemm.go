@@ -441,6 +441,15 @@ func packColsTail(d, src []float32, lds, ld, width, pad, from, to int) {
 
 // packA6 packs six full rows of a non-transposed A, reading them side by side.
 func packA6(d, a []float32, lda, i, p0, kc int) {
+	if kc >= 8 && interleave6Rows(a[i*lda+p0:], lda, d, kc/8) {
+		done := kc &^ 7
+		packA6Go(d[6*done:], a, lda, i, p0+done, kc-done)
+		return
+	}
+	packA6Go(d, a, lda, i, p0, kc)
+}
+
+func packA6Go(d, a []float32, lda, i, p0, kc int) {
 	r0 := a[i*lda+p0:][:kc]
 	r1 := a[(i+1)*lda+p0:][:kc]
 	r2 := a[(i+2)*lda+p0:][:kc]

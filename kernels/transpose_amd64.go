@@ -51,3 +51,18 @@ func gatherRows(src []float32, lds int, dst []float32, n, w int) bool {
 	}
 	return true
 }
+
+//go:noescape
+func interleave6(src *float32, lds int, dst *float32, nblocks int)
+
+// interleave6Rows sets dst[p*6+r] = src[r*lds+p] for r < 6 and p < 8*nb (nb >= 1),
+// reporting false and doing nothing when the CPU lacks AVX2.
+func interleave6Rows(src []float32, lds int, dst []float32, nb int) bool {
+	if !hasAVX2FMA {
+		return false
+	}
+	_ = src[5*lds+8*nb-1]
+	_ = dst[48*nb-1]
+	interleave6(&src[0], lds, &dst[0], nb)
+	return true
+}
