@@ -1,0 +1,43 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.temporal.io/server/temporaltest"
+)
+
+// testEnv is what every test of the package shares: one in-memory Temporal server and
+// the posttrain binary, built on first use.
+type testEnv struct {
+	server *temporaltest.TestServer
+	bin    binaryOnce
+	binDir string
+}
+
+// env is set once by TestMain before any test runs and only read afterwards.
+var env *testEnv
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "posttrain-faults-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	srv := temporaltest.NewServer()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = registerSearchAttributes(ctx, srv.GetDefaultClient(), srv.GetDefaultNamespace())
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "register search attributes:", err)
+		os.Exit(1)
+	}
+	env = &testEnv{server: srv, binDir: dir}
+	code := m.Run()
+	srv.Stop()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
