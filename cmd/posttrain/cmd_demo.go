@@ -1,32 +1,91 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 
+	"github.com/posttrain/posttrain/artifacts"
+	"github.com/posttrain/posttrain/assets"
 	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datastore"
 	"github.com/posttrain/posttrain/demotask"
+	"github.com/posttrain/posttrain/devserver"
 	"github.com/posttrain/posttrain/evaluation"
 	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/pgserver"
 	"github.com/posttrain/posttrain/report"
 	"github.com/posttrain/posttrain/tokenizer"
+	"github.com/posttrain/posttrain/worker"
+	"github.com/posttrain/posttrain/workflows"
 )
 
+// demoOptions are the flags of `posttrain demo`.
+type demoOptions struct {
+	rounds   int
+	seed     int64
+	dataDir  string
+	keep     bool
+	grpcPort int
+	uiPort   int
+	out      string
+}
+
 // newDemoCmd is `posttrain demo`: the six-round loop on the bundled task, plus the
-// helpers that recreate the shipped base model.
+// helpers that recreate and evaluate the shipped base model.
 func newDemoCmd(g *globalOptions) *cobra.Command {
+	o := demoOptions{}
 	cmd := &cobra.Command{
-		Use:   "demo",
+		Use:   "demo [--rounds N] [--seed N] [--data-dir DIR] [--keep] [--json]",
 		Short: "Run the six-round post-training loop on the bundled task, end to end",
+		Long: `Run the whole Llama 3 post-training loop on the bundled task in one process, on
+embedded defaults:
+
+  - the datastore: POSTTRAIN_DATABASE_URL or datastore.url when set, else a private
+    PostgreSQL cluster under --data-dir (the PostgreSQL server binaries must be
+    installed; the error names the package);
+  - the Temporal server with its Web UI (SQLite under --data-dir; gRPC 127.0.0.1:7233 and
+    the UI on :8233, or free ports when those are taken);
+  - a worker, and the PostTraining workflow on the demo preset, starting from the base
+    model shipped in the binary (assets/basemodel).
+
+Each round trains the reward model, samples with the previous round's model and keeps
+the best of K, then runs SFT and DPO with model averaging, evaluating after every stage
+on held-out prompts; the simulated annotator labels the next round's preferences.
+Progress goes to stderr; at the end the per-round table (RM accuracy, SFT and DPO
+losses, held-out accuracy per capability, format compliance, time per stage) is printed
+(--json: as JSON), the report (Markdown, HTML, PNG plots) is written under
+<data-dir>/reports/<run>, and the Web UI link is shown. --keep leaves the UI up until
+Ctrl-C. The same --seed gives the same table (timings aside).`,
+		Example: `  posttrain demo
+  posttrain demo --rounds 2 --seed 7 --keep
+  posttrain demo --json > table.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDemo(cmd, g, o)
+		},
 	}
+	f := cmd.Flags()
+	f.IntVar(&o.rounds, "rounds", 0, "rounds (0: the preset's, 6)")
+	f.Int64Var(&o.seed, "seed", 1, "training seed (model.seed): the same seed gives the same table")
+	f.StringVar(&o.dataDir, "data-dir", "", "local state: PostgreSQL cluster, Temporal database, artifacts, reports (default data_dir, .posttrain)")
+	f.BoolVar(&o.keep, "keep", false, "leave the Temporal server and Web UI up after the run until Ctrl-C")
+	f.IntVar(&o.grpcPort, "temporal-port", devserver.DefaultGRPCPort, "Temporal gRPC port (taken: a free one)")
+	f.IntVar(&o.uiPort, "ui-port", devserver.UIPortFor(devserver.DefaultGRPCPort), "Web UI port (taken: a free one)")
+	f.StringVar(&o.out, "report-dir", "", "where to write the report (default <data-dir>/reports/<run>)")
 	cmd.AddCommand(newDemoCorpusCmd(g), newDemoEvalCmd(g))
 	return cmd
 }
@@ -214,3 +273,270 @@ dpo_margin.png and rewards.png. The per-round table is also printed (--json: as 
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the report into")
 	return cmd
 }
+
+// runDemo brings up the datastore, Temporal and a worker, runs the PostTraining workflow
+// on the demo preset, watches it, and reports.
+func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
+	ctx := cmd.Context()
+	stderr, stdout := cmd.ErrOrStderr(), cmd.OutOrStdout()
+	if o.rounds < 0 {
+		return fmt.Errorf("--rounds must be >= 0, got %d", o.rounds)
+	}
+	preset := g.preset
+	if preset == "" {
+		preset = "demo"
+	}
+	sets := slices.Clone(g.sets)
+	if o.dataDir != "" {
+		abs, err := filepath.Abs(o.dataDir)
+		if err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+		sets = append(sets, "data_dir="+abs)
+	}
+	cfg, err := configs.Load(configs.Sources{Preset: preset, File: g.configFile, Sets: sets})
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if !slices.Contains(sets, "data_dir="+dataDir) {
+		// The workflow's activities resolve the config again: keep them on this directory.
+		sets = append(sets, "data_dir="+dataDir)
+	}
+	start := time.Now()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+
+	// The datastore: a configured server, else the private cluster.
+	dsn := cfg.Datastore.URL
+	if dsn == "" {
+		logf("starting the private PostgreSQL cluster under %s", filepath.Join(dataDir, "postgres"))
+		pg, err := pgserver.Start(ctx, pgserver.Options{DataDir: dataDir})
+		if err != nil {
+			return fmt.Errorf("the demo's datastore: %w", err)
+		}
+		defer func() { _ = pg.Close(context.WithoutCancel(ctx)) }()
+		dsn = pg.DSN()
+	}
+	pool, err := datastore.Open(ctx, dsn, datastore.WithMaxConns(cfg.Datastore.MaxConns))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := datastore.Migrate(ctx, pool); err != nil {
+		return err
+	}
+
+	// Temporal with its Web UI, on the usual ports unless they are taken.
+	logf("starting Temporal and the Web UI")
+	ts, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, GRPCPort: o.grpcPort, UIPort: o.uiPort, Namespace: cfg.Temporal.Namespace})
+	if err != nil && (o.grpcPort != 0 || o.uiPort != 0) && ctx.Err() == nil {
+		logf("(%v; using free ports)", err)
+		ts, err = devserver.Start(ctx, devserver.Options{DataDir: dataDir, Namespace: cfg.Temporal.Namespace})
+	}
+	if err != nil {
+		return fmt.Errorf("start Temporal: %w", err)
+	}
+	defer func() { _ = ts.Close(context.WithoutCancel(ctx)) }()
+	c, err := client.Dial(client.Options{HostPort: ts.FrontendAddress(), Namespace: ts.Namespace(), Logger: quietLogger{}})
+	if err != nil {
+		return fmt.Errorf("connect to Temporal at %s: %w", ts.FrontendAddress(), err)
+	}
+	defer c.Close()
+
+	// A worker with the shipped base model as the default.
+	store, err := artifacts.New(artifacts.Options{Backend: cfg.Artifacts.Backend, Root: cfg.ArtifactsRoot(), Pool: pool})
+	if err != nil {
+		return err
+	}
+	deps := activitiesDeps(pool, store, dataDir, cfg)
+	modelsDir := filepath.Join(dataDir, "models")
+	deps.DefaultBaseModel = func(context.Context) (string, error) { return assets.WriteBaseModel(modelsDir) }
+	ws, err := worker.New(c, deps, worker.Options{TaskQueue: cfg.Temporal.TaskQueue, MaxConcurrentActivities: cfg.Temporal.MaxConcurrentActivities})
+	if err != nil {
+		return err
+	}
+	if err := ws.Start(); err != nil {
+		return err
+	}
+	defer ws.Stop()
+	logf("ready in %s: Temporal %s, Web UI %s", time.Since(start).Round(100*time.Millisecond), ts.FrontendAddress(), ts.UIURL())
+
+	// The run.
+	id := fmt.Sprintf("demo-seed%d-%s", o.seed, time.Now().UTC().Format("20060102-150405"))
+	in := workflows.RunInput{Preset: preset, Overrides: sets, Rounds: o.rounds, Seed: o.seed}
+	if err := in.Validate(); err != nil {
+		return err
+	}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: cfg.Temporal.TaskQueue}, workflows.WorkflowType, in)
+	if err != nil {
+		return fmt.Errorf("start the run: %w", err)
+	}
+	runURL := fmt.Sprintf("%s/namespaces/%s/workflows/%s", ts.UIURL(), ts.Namespace(), id)
+	logf("run %s started: %s", id, runURL)
+	runStart := time.Now()
+	if err := watchDemo(ctx, c, run, stderr); err != nil {
+		return fmt.Errorf("run %s: %w (see %s)", id, err, runURL)
+	}
+	runTime := time.Since(runStart)
+
+	// The base model's held-out numbers, as round 0, for the comparison.
+	db := datastore.New(pool)
+	if cfg.Model.Base == "" {
+		if err := evalBase(ctx, db, cfg, id, modelsDir); err != nil {
+			return err
+		}
+	}
+	d, err := report.Load(ctx, db, id)
+	if err != nil {
+		return err
+	}
+	out := o.out
+	if out == "" {
+		out = filepath.Join(dataDir, "reports", id)
+	}
+	files, err := report.Write(d, out, time.Now())
+	if err != nil {
+		return err
+	}
+	t := report.BuildTable(d)
+	if g.jsonOut {
+		if err := dsWriteJSON(stdout, map[string]any{"run_id": id, "seed": o.seed, "run_seconds": runTime.Seconds(),
+			"table": t, "report": files, "ui": runURL}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "run %s (seed %d): %d rounds in %s\n\n", id, o.seed, len(d.Rounds), runTime.Round(time.Second))
+		fmt.Fprint(stdout, t.Markdown())
+		fmt.Fprintf(stdout, "\nreport: %s (and %s)\nWeb UI: %s\n", files.Markdown, files.HTML, runURL)
+	}
+	if !o.keep {
+		return nil
+	}
+	logf("the Web UI stays up at %s; Ctrl-C stops everything", ts.UIURL())
+	<-ctx.Done()
+	return nil
+}
+
+// watchDemo shows the run's progress on stderr: a line per finished stage and a bar for
+// the running one (from the status query and the running activity's heartbeats).
+func watchDemo(ctx context.Context, c client.Client, run client.WorkflowRun, w io.Writer) error {
+	done := make(chan error, 1)
+	go func() {
+		var res workflows.RunResult
+		done <- run.Get(ctx, &res)
+	}()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var bar *progressbar.ProgressBar
+	barKey := ""
+	printed := map[string]bool{}
+	finish := func() {
+		if bar != nil {
+			// Finish with OptionClearOnFinish erases the bar, so the next line starts clean.
+			_ = bar.Finish()
+			bar = nil
+		}
+	}
+	report := func(st workflows.Status) {
+		for _, s := range st.Stages {
+			key := fmt.Sprintf("%d/%s", s.Round, s.Stage)
+			if s.State == workflows.StageRunning || printed[key] {
+				continue
+			}
+			printed[key] = true
+			finish()
+			dur := s.FinishedAt.Sub(s.StartedAt).Round(100 * time.Millisecond)
+			line := fmt.Sprintf("round %d  %-9s %-9s %6s", s.Round, s.Stage, s.State, dur)
+			for _, name := range []string{"accuracy", "format_compliance", "loss"} {
+				if v, ok := st.Metrics[workflows.MetricKey(s.Round, s.Stage, name)]; ok {
+					line += fmt.Sprintf("  %s %.3f", name, v)
+				}
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	for {
+		select {
+		case err := <-done:
+			if st, _, qerr := runStatus(context.WithoutCancel(ctx), c, run.GetID()); qerr == nil {
+				report(st)
+			}
+			finish()
+			return err
+		case <-tick.C:
+			st, p, err := runStatus(ctx, c, run.GetID())
+			if err != nil {
+				continue
+			}
+			report(st)
+			if st.Stage == "" {
+				continue
+			}
+			key := fmt.Sprintf("round %d/%d %s", st.Round, st.Rounds, st.Stage)
+			total := 1
+			if p != nil && p.Total > 0 {
+				total = p.Total
+			}
+			if key != barKey || bar == nil {
+				finish()
+				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(key),
+					progressbar.OptionShowCount(), progressbar.OptionSetWidth(24), progressbar.OptionClearOnFinish(),
+					progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetElapsedTime(true))
+				barKey = key
+			}
+			if p != nil && p.Total > 0 {
+				bar.ChangeMax(p.Total)
+				_ = bar.Set(p.Step)
+				if p.Loss != 0 {
+					bar.Describe(fmt.Sprintf("%s loss %.4f", key, p.Loss))
+				}
+			}
+		}
+	}
+}
+
+// evalBase evaluates the shipped base model on the run's held-out prompts and stores the
+// metrics as round 0 (stage eval, variant base), the baseline of the report.
+func evalBase(ctx context.Context, db *datastore.Store, cfg *configs.Config, runID, modelsDir string) error {
+	dir, err := assets.WriteBaseModel(modelsDir)
+	if err != nil {
+		return err
+	}
+	pool := kernels.NewPool(runtime.NumCPU())
+	defer pool.Close()
+	m, err := checkpoint.Load(ctx, dir, pool)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.LoadDir(dir)
+	if err != nil {
+		return fmt.Errorf("base model: %w", err)
+	}
+	items := demotask.Generate(uint64(cfg.Task.Seed), demotask.Eval, cfg.Task.EvalPrompts)
+	if cfg.Eval.Prompts > 0 && len(items) > cfg.Eval.Prompts {
+		items = items[:cfg.Eval.Prompts]
+	}
+	rep, err := evaluation.Run(ctx, m, tok, items, evaluation.Options{MaxNewTokens: cfg.Eval.MaxNewTokens})
+	if err != nil {
+		return fmt.Errorf("evaluate the base model: %w", err)
+	}
+	ms := make([]datastore.Metric, 0, len(rep.Metrics))
+	for _, k := range slices.Sorted(maps.Keys(rep.Metrics)) {
+		ms = append(ms, datastore.Metric{RunID: runID, Round: 0, Stage: datastore.StageEval, Variant: report.EvalBase, Name: k, Value: rep.Metrics[k]})
+	}
+	return db.RecordMetrics(ctx, ms)
+}
+
+// quietLogger drops the Temporal SDK's log lines: the demo shows its own progress.
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}
