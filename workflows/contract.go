@@ -1,7 +1,9 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -134,6 +136,13 @@ func (in RunInput) Validate() error {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			return fmt.Errorf("input %s: %q is not a positive duration like 30s or 72h", name, s)
+		}
+	}
+	for _, o := range in.Overrides {
+		// The input is stored in the workflow history: a DSN there would leak its
+		// password, and the workers use their own database anyway.
+		if key, _, _ := strings.Cut(o, "="); strings.TrimSpace(key) == "datastore.url" {
+			return errors.New("input overrides: datastore.url cannot be set per run (workers use their own database, and the value, password included, would be stored in the workflow history)")
 		}
 	}
 	return nil
