@@ -30,6 +30,9 @@ import (
 var server *temporaltest.TestServer
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashEnv) != "" {
+		os.Exit(m.Run()) // a worker process of the crash test: it uses the parent's server
+	}
 	server = temporaltest.NewServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	_, err := server.GetDefaultClient().OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
