@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/configs"
@@ -77,6 +78,8 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		return workflows.ModelResult{}, a.finishFailed(ctx, st.ID, err)
 	}
 
+	pl := startPulse(ctx, workflows.Progress{Stage: sr.key.Kind, CheckpointStep: int(st.CheckpointStep), CheckpointDir: runDir, CheckpointHost: host}, 2*time.Second)
+	defer pl.Stop()
 	var mu sync.Mutex
 	var pending []datastore.Metric
 	saved := int(st.CheckpointStep)
@@ -94,7 +97,7 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		if sr.every > 0 && p.Step > sr.every {
 			ck = max(ck, ((p.Step-1)/sr.every)*sr.every)
 		}
-		heartbeat(ctx, workflows.Progress{Stage: sr.key.Kind, Step: p.Step, Total: p.Total, Loss: p.Loss,
+		pl.Set(ctx, workflows.Progress{Stage: sr.key.Kind, Step: p.Step, Total: p.Total, Loss: p.Loss,
 			ETASeconds: p.ETA.Seconds(), CheckpointStep: ck, CheckpointDir: runDir, CheckpointHost: host})
 		mu.Lock()
 		pending = append(pending,
@@ -104,9 +107,10 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		if ck > saved {
 			saved = ck
 			// Best effort: the checkpoint row and metrics are bookkeeping, the files are
-			// what a resume reads.
-			_ = a.db.SaveCheckpoint(ctx, st.ID, "", int64(ck))
+			// what a resume reads. Metrics first: a resume rewrites only the steps after
+			// the checkpoint, so a worker dying between the two must not lose them.
 			_ = flush(ctx)
+			_ = a.db.SaveCheckpoint(ctx, st.ID, "", int64(ck))
 		}
 	}
 	out, err := body(ctx, runDir, resume, progress)
