@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/activity"
@@ -266,4 +267,52 @@ func (a *Activities) finishFailed(ctx context.Context, stageID int64, err error)
 		return errors.Join(err, ferr)
 	}
 	return err
+}
+
+// pulse heartbeats the latest progress every few seconds from its own goroutine, so a
+// phase without progress callbacks (loading models, reference log-probs, saving) still
+// proves the worker alive and still receives a cancellation promptly.
+type pulse struct {
+	mu   sync.Mutex
+	last workflows.Progress
+	stop chan struct{}
+	done chan struct{}
+}
+
+// startPulse starts heartbeating p every interval until Stop.
+func startPulse(ctx context.Context, p workflows.Progress, interval time.Duration) *pulse {
+	pl := &pulse{last: p, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(pl.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-pl.stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pl.mu.Lock()
+				p := pl.last
+				pl.mu.Unlock()
+				heartbeat(ctx, p)
+			}
+		}
+	}()
+	return pl
+}
+
+// Set records and sends new progress.
+func (pl *pulse) Set(ctx context.Context, p workflows.Progress) {
+	pl.mu.Lock()
+	pl.last = p
+	pl.mu.Unlock()
+	heartbeat(ctx, p)
+}
+
+// Stop ends the heartbeats and waits for the goroutine.
+func (pl *pulse) Stop() {
+	close(pl.stop)
+	<-pl.done
 }

@@ -2,21 +2,17 @@ package activities
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/datastore"
-	"github.com/posttrain/posttrain/datastore/jsonl"
 	"github.com/posttrain/posttrain/demotask"
 	"github.com/posttrain/posttrain/dpo"
-	"github.com/posttrain/posttrain/inference"
+	"github.com/posttrain/posttrain/evaluation"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/reward"
 	"github.com/posttrain/posttrain/tokenizer"
-	"github.com/posttrain/posttrain/transformer"
 	"github.com/posttrain/posttrain/workflows"
 )
 
@@ -60,7 +56,7 @@ func (a *Activities) Evaluate(ctx context.Context, req workflows.EvalRequest) (w
 	case workflows.StageReward:
 		metrics, err = a.evalReward(ctx, cfg, dir, pool, heldOut)
 	case workflows.StageSFT, workflows.StageDPO:
-		metrics, err = a.evalPolicy(ctx, cfg, n, dir, pool)
+		metrics, err = a.evalPolicy(ctx, cfg, n, dir, req.Previous, pool)
 		if err == nil && req.Stage == workflows.StageDPO && req.Reference != "" && len(heldOut) > 0 {
 			var dm map[string]float64
 			if dm, err = a.evalDPO(ctx, cfg, dir, req.Reference, pool, heldOut); err == nil {
@@ -145,95 +141,52 @@ func (a *Activities) evalDPO(ctx context.Context, cfg *configs.Config, dir, refI
 		"rewards_chosen": res.RewardsChosen, "rewards_rejected": res.RewardsRejected}, nil
 }
 
-// evalPolicy answers the held-out prompts greedily and scores the answers against the
-// ground truth in the prompts' metadata.
-func (a *Activities) evalPolicy(ctx context.Context, cfg *configs.Config, n dataNames, dir string, pool *kernels.Pool) (map[string]float64, error) {
+// evalPolicy answers the held-out prompts greedily (package evaluation) and scores the
+// answers against the ground truth in the prompts' metadata; with a previous model, the
+// win rate against its answers too.
+func (a *Activities) evalPolicy(ctx context.Context, cfg *configs.Config, n dataNames, dir, previous string, pool *kernels.Pool) (map[string]float64, error) {
 	prompts, err := a.evalPrompts(ctx, cfg, n)
 	if err != nil {
 		return nil, err
+	}
+	items := make([]demotask.Item, 0, len(prompts))
+	for _, p := range prompts {
+		it, ok := item(p)
+		if !ok {
+			return nil, invalid("held-out prompt %s of %s has no ground truth (metadata.answer) to score answers against", p.ID, n.EvalPrompts)
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return map[string]float64{"prompts": 0}, nil
+	}
+	opts := evaluation.Options{MaxNewTokens: cfg.Eval.MaxNewTokens, Progress: func(done, total int) {
+		heartbeat(ctx, workflows.Progress{Stage: datastore.StageEval, Step: done, Total: total})
+	}}
+	if previous != "" {
+		pdir, err := a.modelDir(ctx, previous)
+		if err != nil {
+			return nil, err
+		}
+		pm, ptok, _, err := loadCausal(ctx, pdir, pool)
+		if err != nil {
+			return nil, err
+		}
+		prev, err := evaluation.Run(ctx, pm, ptok, items, opts)
+		if err != nil {
+			return nil, err
+		}
+		opts.Previous = prev.Texts()
 	}
 	m, tok, _, err := loadCausal(ctx, dir, pool)
 	if err != nil {
 		return nil, err
 	}
-	answers, finished, err := greedyAnswers(ctx, m, tok, prompts, cfg.Eval.MaxNewTokens)
+	rep, err := evaluation.Run(ctx, m, tok, items, opts)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]float64{"prompts": float64(len(prompts))}
-	var graded, correct, formatted, length float64
-	perFam := map[string][2]float64{}
-	for i, p := range prompts {
-		length += float64(len(answers[i]))
-		if finished[i] && !demotask.HasTailRepetition(answers[i]) && strings.TrimSpace(answers[i]) != "" {
-			formatted++
-		}
-		it, ok := item(p)
-		if !ok {
-			continue
-		}
-		graded++
-		f := perFam[string(it.Family)]
-		f[1]++
-		if it.Correct(answers[i]) {
-			correct++
-			f[0]++
-		}
-		perFam[string(it.Family)] = f
-	}
-	if len(prompts) > 0 {
-		out["format_compliance"] = formatted / float64(len(prompts))
-		out["mean_length"] = length / float64(len(prompts))
-	}
-	if graded > 0 {
-		out["accuracy"] = correct / graded
-		for fam, f := range perFam {
-			out["accuracy_"+fam] = f[0] / f[1]
-		}
-	}
-	return out, nil
-}
-
-// greedyAnswers decodes each prompt's greedy answer; finished says it ended with a stop
-// token rather than at the length limit.
-func greedyAnswers(ctx context.Context, m *transformer.Model, tok *tokenizer.Tokenizer, prompts []datastore.Prompt, maxNew int) ([]string, []bool, error) {
-	if len(prompts) == 0 {
-		return nil, nil, nil
-	}
-	eng, err := inference.NewEngine(m, inference.Options{MaxBatch: 64})
-	if err != nil {
-		return nil, nil, err
-	}
-	enc := &datasets.Encoder{Tok: tok}
-	stops := stopTokens(tok)
-	reqs := make([]inference.Request, len(prompts))
-	for i, p := range prompts {
-		ids, err := enc.EncodePrompt(jsonl.ToPrompt(p).Prompt)
-		if err != nil {
-			return nil, nil, invalid("eval prompt %s: %v", p.ID, err)
-		}
-		mx := min(maxNew, m.Config.MaxPositionEmbeddings-len(ids))
-		if mx <= 0 {
-			return nil, nil, invalid("eval prompt %s has %d tokens, no room left in the context window of %d", p.ID, len(ids), m.Config.MaxPositionEmbeddings)
-		}
-		reqs[i] = inference.Request{Prompt: ids, Samples: 1, Params: inference.Params{MaxNewTokens: mx, Greedy: true, StopTokens: stops}}
-	}
-	outs, err := eng.GenerateBatch(ctx, reqs, nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate: %w", err)
-	}
-	answers := make([]string, len(outs))
-	finished := make([]bool, len(outs))
-	for i, o := range outs {
-		c := o[0]
-		toks := c.Tokens
-		if c.FinishReason == inference.FinishStop && len(toks) > 0 {
-			toks = toks[:len(toks)-1]
-			finished[i] = true
-		}
-		answers[i] = cleanText(tok.Decode(toks))
-	}
-	return answers, finished, nil
+	return rep.Metrics, nil
 }
 
 // stopTokens are the end-of-turn and end-of-text ids the tokenizer has.
