@@ -27,6 +27,12 @@ func newModel(t testing.TB, cfg transformer.Config, workers int) *transformer.Mo
 	t.Helper()
 	pool := kernels.NewPool(workers)
 	t.Cleanup(pool.Close)
+	return newModelOn(t, cfg, pool)
+}
+
+// newModelOn is newModel on a given pool; the weights depend only on cfg.
+func newModelOn(t testing.TB, cfg transformer.Config, pool *kernels.Pool) *transformer.Model {
+	t.Helper()
 	m, err := transformer.New(cfg, pool)
 	require.NoError(t, err)
 	m.Init(3)

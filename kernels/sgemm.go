@@ -221,13 +221,17 @@ const directRows = 32
 // gemmSerial is the Goto/BLIS loop nest on one goroutine: for each kc x nc panel of B
 // (packed once, or taken from packedB when the call's row chunks share it), for each
 // mc x kc block of A (packed once), run the micro-kernel over the block's mr x nr tiles.
+//
+// Every element of C gets the same floating-point operations whatever m is and
+// wherever its row falls in the tiling: the K blocking depends on k alone, each tile
+// accumulates over its kc steps with one FMA chain per element, and edge tiles go
+// through the same kernel epilogue as full ones. So a row computed alone, or in any
+// batch, split or worker count, is bit-identical (batched decoding relies on it). One
+// row therefore takes the tiled path too, not a dot/axpy loop whose summation order
+// would differ.
 func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packedB []float32) {
 	if alpha == 0 || k == 0 {
 		scaleC(m, n, beta, c, ldc)
-		return
-	}
-	if m == 1 && packedB == nil {
-		gemv(kern, buf, transA, transB, n, k, alpha, a, lda, b, ldb, beta, c)
 		return
 	}
 	mr, nr := kern.mr, kern.nr
@@ -272,42 +276,6 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 	}
 }
 
-// gemv computes the one-row product c = alpha*a*op(B) + beta*c with vector loops: a
-// tile kernel would waste all but one of its rows, and packing B would cost more than
-// the arithmetic. With op(B) = B, c accumulates alpha*a[l] times row l of B (Axpy);
-// with op(B) = B^T, c[j] is a dot product of a with row j of B.
-func gemv(kern *microKernel, buf *gemmBuf, transA, transB bool, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32) {
-	c = c[:n]
-	dotF, axpyF := dot, axpy
-	if kern == goKernel {
-		dotF, axpyF = dotGo, axpyGo
-	}
-	if transA {
-		// A is k x 1: gather its column so the vector loops see a contiguous row.
-		buf.ensure(k, 0)
-		for l := range k {
-			buf.a[l] = a[l*lda]
-		}
-		a = buf.a
-	}
-	a = a[:k]
-	if transB {
-		for j := range c {
-			s := alpha * dotF(a, b[j*ldb:][:k])
-			if beta == 0 {
-				c[j] = s
-			} else {
-				c[j] = s + beta*c[j]
-			}
-		}
-		return
-	}
-	scaleC(1, n, beta, c, n)
-	for l, v := range a {
-		axpyF(alpha*v, b[l*ldb:][:n], c)
-	}
-}
-
 // block says where the macro-kernel finds B's slivers: the first ndirect columns in b
 // itself (row stride ld), the rest in packed.
 type block struct {
@@ -337,17 +305,18 @@ func macroKernel(kern *microKernel, buf *gemmBuf, bb block, mc, nc, kc int, alph
 				kern.tile(kc, ap, bp, ldb, c[ir*ldc+jr:], ldc, alpha, beta)
 				continue
 			}
-			kern.tile(kc, ap, bp, ldb, tmp, nr, alpha, 0)
+			// Edge tile: run it on a copy of C's part so that beta is applied by the
+			// kernel's own epilogue (a fused multiply-add in assembly), exactly as for
+			// a full tile; a row's bits must not depend on where the tiling puts it.
+			if beta != 0 {
+				clear(tmp)
+				for i := range rows {
+					copy(tmp[i*nr:][:cols], c[(ir+i)*ldc+jr:][:cols])
+				}
+			}
+			kern.tile(kc, ap, bp, ldb, tmp, nr, alpha, beta)
 			for i := range rows {
-				crow := c[(ir+i)*ldc+jr:][:cols]
-				trow := tmp[i*nr:][:cols]
-				if beta == 0 {
-					copy(crow, trow)
-					continue
-				}
-				for j, v := range trow {
-					crow[j] = v + beta*crow[j]
-				}
+				copy(c[(ir+i)*ldc+jr:][:cols], tmp[i*nr:][:cols])
 			}
 		}
 	}
