@@ -174,6 +174,9 @@ func TestTwoRoundsEndToEnd(t *testing.T) {
 			require.NotEmpty(t, ms, "round %d %s eval metrics", n, stage)
 			require.Contains(t, rr.Metrics, workflows.MetricKey(n, stage, metricName(stage)))
 		}
+		if n == 2 {
+			require.Contains(t, rr.Metrics, workflows.MetricKey(n, "dpo", "win_rate"), "round 2 is compared with round 1's model")
+		}
 		losses, err := db.ListMetrics(ctx, datastore.MetricFilter{RunID: id, Round: n, Stage: datastore.StageSFT, Variant: "0", Name: "loss"})
 		require.NoError(t, err)
 		require.Len(t, losses, 4, "one loss per SFT step")
@@ -191,7 +194,7 @@ func TestTwoRoundsEndToEnd(t *testing.T) {
 	}
 
 	// Orchestration overhead: wall time not covered by any running activity.
-	busy, first, last := activityBusyTime(t, c, id, 2)
+	busy, first, last := activityBusy(t, c, id, 2)
 	t.Logf("run wall %.2fs (client %.2fs), activities busy %.2fs, orchestration overhead %.2fs = %.1f%%",
 		last.Sub(first).Seconds(), wall.Seconds(), busy.Seconds(), (last.Sub(first) - busy).Seconds(), 100*(last.Sub(first)-busy).Seconds()/last.Sub(first).Seconds())
 
@@ -223,7 +226,7 @@ func parentsByRole(t *testing.T, db *datastore.Store, id string) map[string]stri
 }
 
 // history reads a workflow's events.
-func history(t *testing.T, c client.Client, id string) []*historypb.HistoryEvent {
+func history(t testing.TB, c client.Client, id string) []*historypb.HistoryEvent {
 	t.Helper()
 	it := c.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	var events []*historypb.HistoryEvent
@@ -235,9 +238,9 @@ func history(t *testing.T, c client.Client, id string) []*historypb.HistoryEvent
 	return events
 }
 
-// activityBusyTime is the union of the activities' execution intervals over the run
+// activityBusy is the union of the activities' execution intervals over the run
 // and its rounds, and the run's first and last event times.
-func activityBusyTime(t *testing.T, c client.Client, id string, rounds int) (time.Duration, time.Time, time.Time) {
+func activityBusy(t testing.TB, c client.Client, id string, rounds int) (time.Duration, time.Time, time.Time) {
 	t.Helper()
 	type span struct{ a, b time.Time }
 	var spans []span
