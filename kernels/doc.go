@@ -36,4 +36,13 @@
 // megaflop stay on the caller. Chunks are claimed one at a time, so a worker that
 // starts late does not delay the call. Buffers grow to the largest block seen and are
 // reused: steady-state Sgemm calls allocate nothing.
+//
+// # Row invariance
+//
+// Each element of C is computed with the same floating-point operations whatever m is,
+// wherever its row falls in the tiling, and however the call is split over workers: the
+// K blocking depends on k alone, every tile (edge tiles included, through the same
+// epilogue) runs one FMA chain per element, and a single row takes the tiled path too.
+// So a row computed alone equals, bit for bit, the same row inside any batch; batched
+// decoding and sharded sampling depend on this. Results still differ between kernels.
 package kernels
