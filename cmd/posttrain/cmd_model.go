@@ -252,6 +252,7 @@ func (b *trainBar) finish() {
 // newBenchCmd measures the engine on a size preset, for comparison with the PyTorch peer.
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := bench.DefaultOptions()
+	withStages := false
 	cmd := &cobra.Command{
 		Use:   "bench [--preset bench] [--threads N] [--json]",
 		Short: "Measure training and sampling throughput, sgemm speed and allocations",
@@ -263,6 +264,8 @@ peer (../shared/bench/torch_llama.py):
   sampling   one 64-token prompt, 16 samples of 128 new tokens with the KV cache
   sgemm      GFLOP/s of the kernel on the MLP projection's shape, on all threads and on one
   memory     heap allocations per timed training step, peak resident memory
+  --stages   rejection sampling (4 prompts x K=16 and K=30, with and without prompt-KV
+             sharing) and DPO training pairs/s
 
 Run it next to the peer, in the same minute, and compare ratios: absolute numbers move
 with the machine's load.`,
@@ -271,12 +274,25 @@ with the machine's load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			errw := cmd.ErrOrStderr()
-			res, err := bench.Run(cmd.Context(), o, func(stage string) { fmt.Fprintf(errw, "bench: measuring %s...\n", stage) })
+			progress := func(stage string) { fmt.Fprintf(errw, "bench: measuring %s...\n", stage) }
+			res, err := bench.Run(cmd.Context(), o, progress)
 			if err != nil {
 				return err
 			}
+			var stages *stageBench
+			if withStages {
+				if stages, err = runStageBench(cmd.Context(), o.Preset, o.Threads, 1, progress); err != nil {
+					return err
+				}
+			}
 			if g.jsonOut {
-				return writeModelJSON(cmd.OutOrStdout(), res)
+				if stages == nil {
+					return writeModelJSON(cmd.OutOrStdout(), res)
+				}
+				return writeModelJSON(cmd.OutOrStdout(), struct {
+					*bench.Result
+					Stages *stageBench `json:"stages"`
+				}{res, stages})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintf(tw, "preset\t%s (%.2fM parameters), %d threads, %s sgemm kernel\n", res.Preset, float64(res.Parameters)/1e6, res.Threads, res.Kernel)
@@ -288,7 +304,13 @@ with the machine's load.`,
 			for _, m := range res.Missing {
 				fmt.Fprintf(tw, "not measured\t%s\n", m)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if stages != nil {
+				return printStageBench(cmd.OutOrStdout(), stages)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -303,6 +325,7 @@ with the machine's load.`,
 	f.IntVar(&o.NewTokens, "new-tokens", o.NewTokens, "new tokens per sample")
 	f.IntVar(&o.PromptLen, "prompt", o.PromptLen, "prompt tokens")
 	f.BoolVar(&o.SkipSampling, "skip-sampling", false, "measure training and sgemm only")
+	f.BoolVar(&withStages, "stages", false, "also measure rejection sampling at K=16 and K=30 with and without prompt-KV sharing, and DPO training pairs/s (under \"stages\" in --json)")
 	f.DurationVar(&o.SgemmTime, "sgemm-time", o.SgemmTime, "how long to time sgemm (per thread setting)")
 	return cmd
 }
