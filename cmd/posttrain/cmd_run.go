@@ -98,15 +98,15 @@ func newRunStartCmd(g *globalOptions, tf *temporalFlags) *cobra.Command {
 		Example: "  posttrain run start --preset demo --rounds 2 --wait\n  posttrain run start --preset demo --set dpo.beta=0.2 --annotator human --require-approval",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			in.Preset, in.Overrides = g.preset, g.sets
+			if err := in.Validate(); err != nil {
+				return err
+			}
 			c, cfg, err := tf.dial(g)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			in.Preset, in.Overrides = g.preset, g.sets
-			if err := in.Validate(); err != nil {
-				return err
-			}
 			if id == "" {
 				id = fmt.Sprintf("posttrain-%s", time.Now().UTC().Format("20060102-150405"))
 			}
