@@ -10,8 +10,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# 1. The corpus: 6000 free-text documents and 6000 chat transcripts, 50% with mistakes.
-"$BIN" demo corpus --out "$WORK/corpus" --seed 1 --docs 6000 --mistake-rate 0.5
+# 1. The corpus: 6000 free-text documents and 6000 chat transcripts, 60% with mistakes.
+"$BIN" demo corpus --out "$WORK/corpus" --seed 1 --docs 6000 --mistake-rate 0.6
 # 2. A 512-id byte-level BPE vocabulary learned on both files.
 "$BIN" tokenizer train --vocab 512 --out "$WORK/tok" "$WORK/corpus/text.jsonl" "$WORK/corpus/chats.jsonl"
 # 3. 0.87M parameters: 4 layers, hidden 128, 4 heads (2 KV heads), SwiGLU 352.

@@ -23,11 +23,49 @@ func CuratedSFT(seed uint64, n int) [][]Message {
 	return out
 }
 
-// Mistake returns a plausible wrong or badly formatted response to the item, the kind of
-// answer a base model gives before post-training.
+// MistakeKind names one way a base model gets an instruction wrong.
+type MistakeKind int
+
+// The mistake kinds. Each family has a dominant one (DominantMistake), the habit the base
+// model picks up from its corpus; the others occur at random.
+const (
+	NearMiss     MistakeKind = iota // off by one, or two letters swapped
+	Chatty                          // "The answer is 42": right content, wrong format
+	Repeated                        // "5 5 5": repeats itself at the tail
+	EchoQuestion                    // the question's first word
+	Careless                        // lower case with a full stop
+	NoFormat                        // the bare answer where a format was required
+	numMistakeKinds
+)
+
+// DominantMistake is the family's habitual mistake in the pre-training corpus.
+func DominantMistake(f Family) MistakeKind {
+	switch f {
+	case Add, Compare:
+		return Chatty
+	case Subtract, Reverse:
+		return NearMiss
+	case Count:
+		return Repeated
+	case Sort, Upper:
+		return Careless
+	case Format:
+		return NoFormat
+	}
+	return Chatty
+}
+
+// Mistake returns a plausible wrong or badly formatted response to the item, of a random
+// kind: the kind of answer a base model gives before post-training.
 func Mistake(rng *rand.Rand, it Item) string {
-	switch rng.IntN(5) {
-	case 0: // off by one, or a near word
+	return MistakeOf(MistakeKind(rng.IntN(int(numMistakeKinds))), rng, it)
+}
+
+// MistakeOf returns a wrong response of the given kind (another kind when that one cannot
+// make the item's answer wrong).
+func MistakeOf(kind MistakeKind, rng *rand.Rand, it Item) string {
+	switch kind {
+	case NearMiss:
 		if n, err := strconv.Atoi(it.Answer); err == nil {
 			return strconv.Itoa(n + 1 - 2*rng.IntN(2))
 		}
@@ -35,12 +73,17 @@ func Mistake(rng *rand.Rand, it Item) string {
 			r[0], r[1] = r[1], r[0]
 			return string(r)
 		}
-	case 1: // chatty
+	case Chatty:
 		return "The answer is " + it.Answer
-	case 2: // repeats itself at the tail
+	case Repeated:
 		return it.Answer + " " + it.Answer + " " + it.Answer
-	case 3: // the question's first word
+	case EchoQuestion:
 		return strings.Fields(it.UserText())[0]
+	case NoFormat:
+		if bare, ok := strings.CutPrefix(it.Answer, "Answer: "); ok {
+			return bare
+		}
+		return "The answer is " + it.Answer
 	}
 	return strings.ToLower(it.Answer) + "."
 }
@@ -53,8 +96,9 @@ type Corpus struct {
 	Transcripts [][]Message
 }
 
-// fact states one item's ground truth as free text, in the words of the domain rather
-// than as the instruction, so the corpus teaches the skill without the prompt.
+// fact states one arithmetic item's ground truth as free text, in the words of the
+// domain rather than as the instruction: the corpus teaches the knowledge, never the
+// prompt.
 func fact(it Item) string {
 	u := it.UserText()
 	switch it.Family {
@@ -80,46 +124,44 @@ func fact(it Item) string {
 // spell writes a word letter by letter, which is what the letter tasks need to know.
 func spell(w string) string { return strings.Join(strings.Split(w, ""), " ") }
 
-// wordFacts are free-text facts about one word: its spelling, and of its length,
-// reversal, sorted letters and capitals those whose instruction is in the training split
-// (a held-out prompt's answer never appears in the corpus).
+// wordFacts are free-text facts about one word: three of its spelling, length,
+// reversal, sorted letters and capitals.
 func wordFacts(rng *rand.Rand, w string) string {
 	r := []rune(w)
 	slices.Reverse(r)
 	s := []rune(w)
 	slices.Sort(s)
-	facts := []string{fmt.Sprintf("The word %s is spelled %s.", w, spell(w))}
-	for _, f := range []struct{ prompt, fact string }{
-		{fmt.Sprintf("How many letters are in %s?", w), fmt.Sprintf("The word %s has %d letters.", w, len(w))},
-		{fmt.Sprintf("Reverse the word %s.", w), fmt.Sprintf("Backwards, %s is %s.", w, string(r))},
-		{fmt.Sprintf("Sort the letters of %s.", w), fmt.Sprintf("In alphabetical order the letters of %s are %s.", w, string(s))},
-		{fmt.Sprintf("Write %s in capital letters.", w), fmt.Sprintf("In capitals %s is %s.", w, strings.ToUpper(w))},
-	} {
-		if maskSplit(f.prompt) == Train {
-			facts = append(facts, f.fact)
-		}
+	facts := []string{
+		fmt.Sprintf("The word %s is spelled %s.", w, spell(w)),
+		fmt.Sprintf("The word %s has %d letters.", w, len(w)),
+		fmt.Sprintf("Backwards, %s is %s.", w, string(r)),
+		fmt.Sprintf("In alphabetical order the letters of %s are %s.", w, string(s)),
+		fmt.Sprintf("In capitals %s is %s.", w, strings.ToUpper(w)),
 	}
 	rng.Shuffle(len(facts), func(i, j int) { facts[i], facts[j] = facts[j], facts[i] })
-	return strings.Join(facts[:min(3, len(facts))], " ")
+	return strings.Join(facts[:3], " ")
 }
 
 // BuildCorpus generates the pre-training corpus deterministically: docs free-text
-// documents and docs transcripts. mistakeRate is the share of transcripts whose answer is
-// wrong or badly formatted. Only training-split items are used, so no held-out prompt or
-// its answer appears in the corpus.
+// documents and docs transcripts. The free text states facts of the whole domain, held-out
+// items' included (domain knowledge, as a real pre-training corpus would have it); the
+// transcripts are of training-split instructions only, so no held-out prompt appears.
+// mistakeRate is the share of transcripts with a wrong or badly formatted answer; 70% of
+// those make the family's dominant mistake, so the base model answers in that habit more
+// often than correctly while the right answer stays in reach.
 func BuildCorpus(seed uint64, docs int, mistakeRate float64) Corpus {
 	rng := rand.New(rand.NewPCG(seed, 0xc0ffee))
 	var c Corpus
 	words := strings.Fields(wordList)
-	facts := Generate(seed^0xfac7, Train, 2*docs)
-	next := 0
+	fams := []Family{Add, Subtract, Compare}
 	for i := 0; i < docs; i++ {
 		var parts []string
-		for len(parts) < 3 && next < len(facts) {
-			if f := fact(facts[next]); f != "" {
+		for len(parts) < 3 {
+			fam := fams[rng.IntN(len(fams))]
+			user, answer := makeItem(rng, words, fam)
+			if f := fact(Item{Family: fam, Prompt: []Message{{Role: "user", Content: user}}, Answer: answer}); f != "" {
 				parts = append(parts, f)
 			}
-			next++
 		}
 		parts = append(parts, wordFacts(rng, words[rng.IntN(len(words))]))
 		rng.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
@@ -129,7 +171,11 @@ func BuildCorpus(seed uint64, docs int, mistakeRate float64) Corpus {
 	for _, it := range items {
 		ans := it.Answer
 		if rng.Float64() < mistakeRate {
-			ans = Mistake(rng, it)
+			if rng.Float64() < 0.7 {
+				ans = MistakeOf(DominantMistake(it.Family), rng, it)
+			} else {
+				ans = Mistake(rng, it)
+			}
 		}
 		c.Transcripts = append(c.Transcripts, it.Conversation(ans))
 	}

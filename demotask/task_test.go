@@ -2,6 +2,7 @@ package demotask
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -146,4 +147,39 @@ func TestCorpusHasMistakesAndIsDeterministic(t *testing.T) {
 	seed := CuratedSFT(5, 20)
 	require.Len(t, seed, 20)
 	assert.Equal(t, "assistant", seed[0][len(seed[0])-1].Role)
+}
+
+func TestMistakesAreWrongAndCorpusHoldsNoHeldOutPrompt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	items := Generate(11, Train, 200)
+	for _, it := range items {
+		for k := NearMiss; k < numMistakeKinds; k++ {
+			m := MistakeOf(k, rng, it)
+			assert.False(t, it.Correct(m), "kind %d on %q gave the right answer %q", k, it.UserText(), m)
+		}
+		assert.False(t, it.Correct(MistakeOf(DominantMistake(it.Family), rng, it)))
+	}
+	c := BuildCorpus(1, 2000, 0.6)
+	eval := map[string]bool{}
+	for _, it := range Generate(1, Eval, 64) {
+		eval[it.UserText()] = true
+	}
+	for _, tr := range c.Transcripts {
+		assert.False(t, eval[tr[0].Content], "held-out prompt %q in a transcript", tr[0].Content)
+	}
+	text := strings.Join(c.Texts, " ")
+	for p := range eval {
+		assert.NotContains(t, text, p, "held-out prompt in the free text")
+	}
+	// The domain knowledge covers held-out items too: "a plus b is c" for most eval sums.
+	known, sums := 0, 0
+	for _, it := range Generate(1, Eval, 64) {
+		if it.Family == Add {
+			sums++
+			if strings.Contains(text, fact(it)) {
+				known++
+			}
+		}
+	}
+	assert.Greater(t, known, sums/2, "held-out sums are stated in the corpus")
 }
