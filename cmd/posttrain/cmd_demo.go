@@ -282,6 +282,11 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 	if o.rounds < 0 {
 		return fmt.Errorf("--rounds must be >= 0, got %d", o.rounds)
 	}
+	if g.configFile != "" {
+		// The run resolves its config in the StartRun activity from the preset and the
+		// overrides only; a file read here would silently not apply to it.
+		return fmt.Errorf("--config is not supported by posttrain demo: the run resolves its config from the preset and overrides; pass keys with --set section.key=value or POSTTRAIN_<SECTION>_<KEY> environment variables")
+	}
 	preset := g.preset
 	if preset == "" {
 		preset = "demo"
@@ -387,10 +392,8 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 
 	// The base model's held-out numbers, as round 0, for the comparison.
 	db := datastore.New(pool)
-	if cfg.Model.Base == "" {
-		if err := evalBase(ctx, db, cfg, id, modelsDir); err != nil {
-			return err
-		}
+	if err := evalBase(ctx, db, cfg, id, modelsDir); err != nil {
+		return err
 	}
 	d, err := report.Load(ctx, db, id)
 	if err != nil {
@@ -501,12 +504,18 @@ func watchDemo(ctx context.Context, c client.Client, run client.WorkflowRun, w i
 	}
 }
 
-// evalBase evaluates the shipped base model on the run's held-out prompts and stores the
-// metrics as round 0 (stage eval, variant base), the baseline of the report.
+// evalBase evaluates the base model (the shipped one, or model.base when it is a
+// directory) on the run's held-out prompts and stores the metrics as round 0 (stage eval,
+// variant base), the baseline of the report.
 func evalBase(ctx context.Context, db *datastore.Store, cfg *configs.Config, runID, modelsDir string) error {
-	dir, err := assets.WriteBaseModel(modelsDir)
-	if err != nil {
-		return err
+	dir := cfg.Model.Base
+	if dir == "" {
+		var err error
+		if dir, err = assets.WriteBaseModel(modelsDir); err != nil {
+			return err
+		}
+	} else if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil // an artifact ID: the run registered it; no local baseline to measure
 	}
 	pool := kernels.NewPool(runtime.NumCPU())
 	defer pool.Close()
