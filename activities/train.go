@@ -88,7 +88,14 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		ms := pending
 		pending = nil
 		mu.Unlock()
-		return a.db.RecordMetrics(fctx, ms)
+		if err := a.db.RecordMetrics(fctx, ms); err != nil {
+			// Keep them for the next flush: a resume never redoes these steps.
+			mu.Lock()
+			pending = append(ms, pending...)
+			mu.Unlock()
+			return err
+		}
+		return nil
 	}
 	progress := func(p trainer.Progress) {
 		// A checkpoint is written every `every` updates; at a multiple the save may
@@ -120,7 +127,15 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 			out, err = body(ctx, runDir, false, progress)
 		}
 	}
-	if ferr := flush(context.WithoutCancel(ctx)); ferr != nil && err == nil {
+	// The last flush holds every metric the best-effort flushes could not write (e.g.
+	// while PostgreSQL restarted); failing here would retry the activity, which resumes
+	// after these steps and so loses them: ride out a short outage first.
+	ferr := flush(context.WithoutCancel(ctx))
+	for wait := time.Second; ferr != nil && wait <= 16*time.Second && ctx.Err() == nil; wait *= 2 {
+		time.Sleep(wait)
+		ferr = flush(context.WithoutCancel(ctx))
+	}
+	if ferr != nil && err == nil {
 		err = ferr
 	}
 	if err != nil {
