@@ -22,6 +22,10 @@ type testEnv struct {
 var env *testEnv
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(devServerEnv); spec != "" {
+		// Re-executed as the dev Temporal server child of TestDevServerRestart.
+		os.Exit(serveDevServer(spec))
+	}
 	dir, err := os.MkdirTemp("", "posttrain-faults-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

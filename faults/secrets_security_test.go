@@ -38,8 +38,8 @@ func withSecret(t *testing.T, dsn string) string {
 }
 
 // TestNoSecretsInPayloadsSnapshotsOrLogs starts a run from the command line while the
-// worker's and the client's DSN carry a password (also given as a --set override), and
-// checks that the password appears in no workflow or activity payload of the history,
+// worker's and the client's DSN carry a password (a --set datastore.url override is
+// refused before anything is sent), and checks that the password appears in no workflow or activity payload of the history,
 // not in the run's config snapshot in PostgreSQL, and not in the worker's or the
 // client's output.
 func TestNoSecretsInPayloadsSnapshotsOrLogs(t *testing.T) {
@@ -52,15 +52,29 @@ func TestNoSecretsInPayloadsSnapshotsOrLogs(t *testing.T) {
 	w := p.spec.start(t)
 
 	bin := env.bin.get(t, env.binDir)
-	cmd := exec.CommandContext(ctx, bin, "run", "start", "--id", p.runID,
-		"--temporal-address", env.server.GetFrontendHostPort(), "--namespace", env.server.GetDefaultNamespace(),
-		"--preset", "demo", "--rounds", "1", "--set", "temporal.task_queue="+p.spec.queue,
-		"--set", "model.base="+base, "--set", "datastore.url="+secretDSN)
-	cmd.Env = append(os.Environ(), "POSTTRAIN_DATABASE_URL="+secretDSN, "HOME="+p.dataDir)
-	var cliOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &cliOut, &cliOut
-	require.NoError(t, cmd.Run(), cliOut.String())
-	assert.NotContains(t, cliOut.String(), dsnSecret)
+	runStart := func(extra ...string) (string, error) {
+		args := append([]string{"run", "start", "--id", p.runID,
+			"--temporal-address", env.server.GetFrontendHostPort(), "--namespace", env.server.GetDefaultNamespace(),
+			"--preset", "demo", "--rounds", "1", "--set", "temporal.task_queue=" + p.spec.queue,
+			"--set", "model.base=" + base}, extra...)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "POSTTRAIN_DATABASE_URL="+secretDSN, "HOME="+p.dataDir)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+	// A DSN given as a per-run override would be stored in the history: refused.
+	out, err := runStart("--set", "datastore.url="+secretDSN)
+	require.Error(t, err)
+	assert.Contains(t, out, "datastore.url cannot be set per run")
+	assert.NotContains(t, out, dsnSecret)
+	_, err = env.server.GetDefaultClient().DescribeWorkflowExecution(ctx, p.runID, "")
+	require.Error(t, err, "the refused run must not have started")
+
+	out, err = runStart()
+	require.NoError(t, err, out)
+	assert.NotContains(t, out, dsnSecret)
 
 	// Wait for the config snapshot, then stop the run: the payloads so far are enough.
 	c := env.server.GetDefaultClient()
