@@ -7,6 +7,7 @@
 // was written twice, that every artifact's hash verifies, and that with a fixed seed the
 // final metrics equal those of an uninterrupted run.
 //
-// `go test -short ./faults/` runs the short form (one kill during reward-model
-// training); without -short the long form runs every fault.
+// By default (`go test ./faults/`, as in `make test`) the short form runs: one worker
+// kill during reward-model training, the secrets check and the bad-run checks. With
+// POSTTRAIN_FAULTS_LONG=1 (`make faults`) the long form runs every fault.
 package faults

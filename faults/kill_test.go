@@ -91,7 +91,7 @@ func midSampling(ctx context.Context, p *pipeline) (bool, error) {
 // and compares the run with an uninterrupted one of the same seed running alongside.
 func TestKillWorkerDuringStages(t *testing.T) {
 	points := []killPoint{{"reward", midTraining(datastore.StageReward)}}
-	if !testing.Short() {
+	if longForm() {
 		points = append(points, killPoint{"sampling", midSampling}, killPoint{"dpo", midTraining(datastore.StageDPO)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

@@ -18,6 +18,13 @@ type testEnv struct {
 	binDir string
 }
 
+// longFormEnv selects the long form of the suite (`make faults`): every fault. Without
+// it (`make test`, .ci/run) the short form runs: one worker kill plus the cheap checks.
+const longFormEnv = "POSTTRAIN_FAULTS_LONG"
+
+// longForm reports whether the long form was asked for (and -short was not given).
+func longForm() bool { return os.Getenv(longFormEnv) == "1" && !testing.Short() }
+
 // env is set once by TestMain before any test runs and only read afterwards.
 var env *testEnv
 

@@ -120,8 +120,8 @@ func nonLoopbackIPv4() net.IP {
 // and completes like an uninterrupted one. It also checks that the dev server and its
 // UI listen on loopback only by default.
 func TestDevServerRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("long form: restarts the dev Temporal server during a run")
+	if !longForm() {
+		t.Skipf("long form only (%s=1, make faults): restarts the dev Temporal server during a run", longFormEnv)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -219,8 +219,8 @@ func pendingProgress(ctx context.Context, c client.Client, workflowID, stage str
 // written, and the run completes with the same rows, hashes and metrics as an
 // uninterrupted run.
 func TestPostgresRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("long form: restarts a private PostgreSQL cluster during a run")
+	if !longForm() {
+		t.Skipf("long form only (%s=1, make faults): restarts a private PostgreSQL cluster during a run", longFormEnv)
 	}
 	if _, err := pgserver.FindBinaries(); err != nil {
 		t.Skipf("no PostgreSQL binaries for a private cluster: %v", err)
