@@ -219,7 +219,10 @@ func (r *round) sampling(ctx workflow.Context) error {
 		return firstErr
 	}
 	if selected == 0 {
-		return invalid(fmt.Errorf("rejection sampling selected no sample from %d candidates of %d prompts: nothing to fine-tune on (check sampling.min_reward and max_new_tokens)", cands, prompts))
+		// SFT still has the curated data; an untrained policy often finishes no sample
+		// within max_new_tokens, and truncated samples are never selected.
+		workflow.GetLogger(ctx).Warn("rejection sampling selected no sample; SFT uses the curated data only",
+			"round", r.in.Round, "candidates", cands, "prompts", prompts)
 	}
 	key := func(n string) string { return MetricKey(r.in.Round, StageSampling, n) }
 	r.res.Metrics[key("prompts")] = float64(prompts)
