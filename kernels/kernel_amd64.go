@@ -79,3 +79,20 @@ func selectKernel(name string) *microKernel {
 	}
 	return goKernel
 }
+
+//go:noescape
+func rowAVX2(kc int, a, b *float32, ldb int, c *float32, n int, alpha, beta float32)
+
+// hasRowKernel reports whether one-row products can use rowAVX2, which reproduces the
+// AVX2 and AVX-512 tiles' per-element arithmetic (not the Go tile's unfused one).
+func hasRowKernel(kern *microKernel) bool { return hasAVX2FMA && kern != goKernel }
+
+// rowKernel computes c[:n] = alpha*a[:kc]*B + beta*c for one row, B being kc rows of at
+// least n floats ldb apart; n is a multiple of 8.
+func rowKernel(kc int, a, b []float32, ldb int, c []float32, n int, alpha, beta float32) {
+	// Bounds checks here keep the assembly inside the slices.
+	_ = a[kc-1]
+	_ = b[(kc-1)*ldb+n-1]
+	_ = c[n-1]
+	rowAVX2(kc, &a[0], &b[0], ldb, &c[0], n, alpha, beta)
+}

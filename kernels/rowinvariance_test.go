@@ -54,6 +54,7 @@ func TestSgemmRowsIndependentOfBatch(t *testing.T) {
 		{"just past direct B", 33, 70, 20},
 		{"several K blocks", 13, 50, 900},
 		{"column split", 20, 1100, 260},
+		{"wide rows, several panels", 3, 4500, 40},
 		{"row split, shared B", 300, 40, 300},
 		{"row split, odd rows", 517, 100, 70},
 	}

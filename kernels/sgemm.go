@@ -24,6 +24,8 @@ type microKernel struct {
 type gemmBuf struct {
 	a, b []float32
 	tmp  [maxTile]float32 // edge tiles are computed here, then added into C
+	acc  []float32        // one-row products: a panel of accumulators (gemvRow)
+	one  [1]float32
 }
 
 // maxTile bounds mr*nr over all micro-kernels.
@@ -228,10 +230,15 @@ const directRows = 32
 // through the same kernel epilogue as full ones. So a row computed alone, or in any
 // batch, split or worker count, is bit-identical (batched decoding relies on it). One
 // row therefore takes the tiled path too, not a dot/axpy loop whose summation order
-// would differ.
+// would differ; the one-row kernel for a non-transposed B (gemvRow) does the tiles'
+// exact per-element operations without computing mr-1 wasted rows.
 func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packedB []float32) {
 	if alpha == 0 || k == 0 {
 		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	if m == 1 && !transB && packedB == nil && hasRowKernel(kern) {
+		gemvRow(kern, buf, transA, n, k, alpha, a, lda, b, ldb, beta, c)
 		return
 	}
 	mr, nr := kern.mr, kern.nr
@@ -272,6 +279,76 @@ func gemmSerial(kern *microKernel, buf *gemmBuf, transA, transB bool, m, n, k in
 				packA(buf.a, a, lda, transA, ic, pc, mc, kc, mr)
 				macroKernel(kern, buf, bp, mc, nc, kc, alpha, bet, c[ic*ldc+jc:], ldc)
 			}
+		}
+	}
+}
+
+// rowStreamMin is the narrowest one-row product streamed in axpy order: B is read row
+// after row (sequential, prefetch-friendly) into a panel of accumulators instead of in
+// column strips down all kc rows, which pays off once B outgrows the caches.
+const rowStreamMin = 512
+
+// rowPanel is the accumulator panel width (8 KiB, in L1) of a streamed one-row product.
+const rowPanel = 2048
+
+// gemvRow computes the one-row product c = alpha*a*B + beta*c (B not transposed, read in
+// place) over the same K blocks as the tiled path, giving each element exactly the
+// operations a tile gives it: an FMA chain from +0 over the block's steps, times alpha,
+// then beta*c fused in. Wide rows accumulate a panel in axpy order (the same chain per
+// element) and then run the one-row kernel with kc = 1 on a one: fma(1, acc, +0) is acc,
+// since a chain started at +0 is never -0. The last n%8 columns are packed, zero-padded
+// to 8, and computed on a copy of their part of c.
+func gemvRow(kern *microKernel, buf *gemmBuf, transA bool, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32) {
+	kcb := balanced(k, kern.kc, 1)
+	nS := 0 // columns [0,nS) are streamed
+	if n >= rowStreamMin {
+		nS = n &^ 31 // the axpy assembly works in multiples of 32
+	}
+	n8 := n &^ 7
+	tail := n - n8
+	na := 0
+	if transA {
+		na = k
+	}
+	buf.ensure(na, kcb*8)
+	if w := min(nS, rowPanel); len(buf.acc) < w {
+		buf.acc = make([]float32, w)
+	}
+	buf.one[0] = 1
+	if transA {
+		// A is k x 1: gather its column so the kernel sees a contiguous row.
+		for l := range k {
+			buf.a[l] = a[l*lda]
+		}
+		a = buf.a
+	}
+	tmp := buf.tmp[:8]
+	for pc := 0; pc < k; pc += kcb {
+		kc := min(kcb, k-pc)
+		bet := beta
+		if pc > 0 {
+			bet = 1
+		}
+		for j0 := 0; j0 < nS; j0 += rowPanel {
+			w := min(rowPanel, nS-j0)
+			acc := buf.acc[:w]
+			clear(acc)
+			for p, v := range a[pc : pc+kc] {
+				axpy(v, b[(pc+p)*ldb+j0:][:w], acc)
+			}
+			rowKernel(1, buf.one[:], acc, w, c[j0:], w, alpha, bet)
+		}
+		if n8 > nS {
+			rowKernel(kc, a[pc:], b[pc*ldb+nS:], ldb, c[nS:], n8-nS, alpha, bet)
+		}
+		if tail > 0 {
+			packB(buf.b, b, ldb, false, pc, n8, kc, tail, 8)
+			clear(tmp)
+			if bet != 0 {
+				copy(tmp, c[n8:n])
+			}
+			rowKernel(kc, a[pc:], buf.b, 8, tmp, 8, alpha, bet)
+			copy(c[n8:n], tmp[:tail])
 		}
 	}
 }
