@@ -42,7 +42,8 @@
 // Each element of C is computed with the same floating-point operations whatever m is,
 // wherever its row falls in the tiling, and however the call is split over workers: the
 // K blocking depends on k alone, every tile (edge tiles included, through the same
-// epilogue) runs one FMA chain per element, and a single row takes the tiled path too.
+// epilogue) runs one FMA chain per element, and a single row either takes the tiled
+// path or (B not transposed, AVX2) a one-row kernel doing those same operations.
 // So a row computed alone equals, bit for bit, the same row inside any batch; batched
 // decoding and sharded sampling depend on this. Results still differ between kernels.
 package kernels
