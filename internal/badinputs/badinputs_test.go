@@ -167,6 +167,27 @@ func TestBadInputCorpus(t *testing.T) {
 	after := tableCounts(t, pool)
 	assert.Equal(t, before["preference_pairs"]+2, after["preference_pairs"], "control import must add its 2 rows")
 
+	// The DSN password never shows: config show (YAML and JSON, from --set and from the
+	// environment) and a failed connection.
+	secretURL := "postgres://alice:" + secretPassword + "@127.0.0.1:1/pt?sslmode=disable"
+	for _, args := range [][]string{
+		{"config", "show", "--set", "datastore.url=" + secretURL},
+		{"config", "show", "--json", "--set", "datastore.url=" + secretURL},
+		{"migrate", "--database-url", secretURL},
+		{"data", "import", "--kind", "prompts", "--database-url", secretURL, filepath.Join(corpus, "fixtures", "good_pairs_ids.jsonl")},
+	} {
+		r := run(t, bin, work, args...)
+		out := r.stdout + r.stderr
+		assert.NotContains(t, out, secretPassword, "%v", args[:2])
+		if args[0] == "config" {
+			assert.Zero(t, r.code, r.stderr)
+			assert.Contains(t, out, "alice:xxxxx@", "the DSN is shown redacted")
+		} else {
+			assert.Equal(t, 1, r.code, "connection refused is an error")
+			assert.Contains(t, out, "127.0.0.1:1")
+		}
+	}
+
 	seen := map[string]bool{}
 	for _, c := range m.Cases {
 		require.False(t, seen[c.Name], "duplicate case %s", c.Name)
