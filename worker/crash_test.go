@@ -30,31 +30,37 @@ type crashWorker struct {
 	DSN, ArtifactRoot, DataDir, Base, HostPort, Namespace, Queue string
 }
 
-// TestCrashWorkerProcess is the body of the worker process the crash test starts and
-// kills; run directly (without crashEnv) it has nothing to do.
-func TestCrashWorkerProcess(t *testing.T) {
-	raw := os.Getenv(crashEnv)
-	if raw == "" {
-		return
-	}
+// runCrashWorker is the worker process the crash test starts and kills: TestMain runs
+// it instead of the tests when crashEnv is set.
+func runCrashWorker(raw string) error {
 	var cw crashWorker
-	require.NoError(t, json.Unmarshal([]byte(raw), &cw))
+	if err := json.Unmarshal([]byte(raw), &cw); err != nil {
+		return fmt.Errorf("%s: %w", crashEnv, err)
+	}
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, cw.DSN)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	store, err := artifacts.NewFS(cw.ArtifactRoot)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	c, err := client.Dial(client.Options{HostPort: cw.HostPort, Namespace: cw.Namespace})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	deps := activities.Deps{Pool: pool, Store: store, DataDir: cw.DataDir, Threads: 1, Env: map[string]string{},
 		DefaultBaseModel: func(context.Context) (string, error) { return cw.Base, nil }}
 	ws, err := New(c, deps, Options{TaskQueue: cw.Queue})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	stop := make(chan any)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	go func() { <-sig; close(stop) }()
-	require.NoError(t, ws.Run(stop))
+	return ws.Run(stop)
 }
 
 // startCrashWorker re-executes the test binary as a worker process.
@@ -62,7 +68,7 @@ func startCrashWorker(t *testing.T, cw crashWorker) *exec.Cmd {
 	t.Helper()
 	b, err := json.Marshal(cw)
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashWorkerProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashEnv+"="+string(b))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(t, cmd.Start())

@@ -30,8 +30,13 @@ import (
 var server *temporaltest.TestServer
 
 func TestMain(m *testing.M) {
-	if os.Getenv(crashEnv) != "" {
-		os.Exit(m.Run()) // a worker process of the crash test: it uses the parent's server
+	if raw := os.Getenv(crashEnv); raw != "" {
+		// A worker process of the crash test, on the parent's server.
+		if err := runCrashWorker(raw); err != nil {
+			fmt.Fprintln(os.Stderr, "crash worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	server = temporaltest.NewServer()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
