@@ -151,14 +151,14 @@ func (a *Activities) evalPolicy(ctx context.Context, cfg *configs.Config, n data
 	}
 	items := make([]demotask.Item, 0, len(prompts))
 	for _, p := range prompts {
-		it, ok := item(p)
-		if !ok {
-			return nil, invalid("held-out prompt %s of %s has no ground truth (metadata.answer) to score answers against", p.ID, n.EvalPrompts)
+		// Prompts without a ground truth (metadata.answer) cannot be graded: a user's
+		// dataset evaluates its reward model and DPO margins only.
+		if it, ok := item(p); ok {
+			items = append(items, it)
 		}
-		items = append(items, it)
 	}
 	if len(items) == 0 {
-		return map[string]float64{"prompts": 0}, nil
+		return map[string]float64{"prompts": float64(len(prompts)), "graded": 0}, nil
 	}
 	opts := evaluation.Options{MaxNewTokens: cfg.Eval.MaxNewTokens, Progress: func(done, total int) {
 		heartbeat(ctx, workflows.Progress{Stage: datastore.StageEval, Step: done, Total: total})
