@@ -187,16 +187,24 @@ func TestTwoRoundsEndToEnd(t *testing.T) {
 		require.Len(t, losses, 4, "one loss per SFT step")
 	}
 
-	// Every stage completed exactly once, on its first attempt.
+	// Every stage has one row, completed (a slow machine may retry an attempt whose
+	// heartbeat was late; the row stays one).
 	for n := 0; n <= 2; n++ {
 		stages, err := db.ListStages(ctx, id, n)
 		require.NoError(t, err)
 		require.NotEmpty(t, stages)
 		for _, s := range stages {
 			require.Equal(t, datastore.StatusCompleted, s.Status, "%s", s.StageKey)
-			require.Equal(t, 1, s.Attempt, "%s", s.StageKey)
+			require.GreaterOrEqual(t, s.Attempt, 1, "%s", s.StageKey)
+			if s.Attempt > 1 {
+				t.Logf("%s took %d attempts", s.StageKey, s.Attempt)
+			}
 		}
 	}
+	var dup int
+	require.NoError(t, db.DB().QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM metrics WHERE run_id = $1
+		GROUP BY round, stage, variant, step, name HAVING count(*) > 1) d`, id).Scan(&dup))
+	require.Zero(t, dup)
 
 	// Orchestration overhead: wall time not covered by any running activity.
 	busy, first, last := activityBusy(t, c, id, 2)
