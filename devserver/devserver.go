@@ -212,6 +212,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	s.log.ready.Store(true)
 	return s, nil
 }
 

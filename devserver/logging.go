@@ -1,10 +1,14 @@
 package devserver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
@@ -17,11 +21,14 @@ import (
 const maxLogBytes = 64 << 20
 
 // serverLog is the Temporal server's logger: everything at info and above goes to a
-// JSON log file, errors also to the caller's writer (one console line each) until the
-// server starts closing, when the usual shutdown noise is left to the file.
+// JSON log file, errors also to the caller's writer (one console line each) once the
+// server is up and until it starts closing: start-up ("frontend is not healthy yet")
+// and shutdown noise, and requests cancelled by their callers (a stopping worker's
+// polls), stay in the file.
 type serverLog struct {
 	logger  log.Logger
-	file    *os.File
+	file    *closableFile
+	ready   atomic.Bool
 	closing atomic.Bool
 }
 
@@ -41,10 +48,10 @@ func newServerLog(path string, errs io.Writer) (*serverLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server log %s: %w", path, err)
 		}
-		s.file = f
+		s.file = &closableFile{f: f}
 		enc := zap.NewProductionEncoderConfig()
 		enc.EncodeTime = zapcore.ISO8601TimeEncoder
-		cores = append(cores, zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(f), zapcore.InfoLevel))
+		cores = append(cores, zapcore.NewCore(zapcore.NewJSONEncoder(enc), s.file, zapcore.InfoLevel))
 	}
 	if errs != nil {
 		enc := zap.NewDevelopmentEncoderConfig()
@@ -53,11 +60,13 @@ func newServerLog(path string, errs io.Writer) (*serverLog, error) {
 		enc.StacktraceKey = ""
 		enc.NameKey = ""
 		level := zap.LevelEnablerFunc(func(l zapcore.Level) bool {
-			return l >= zapcore.ErrorLevel && !s.closing.Load()
+			return l >= zapcore.ErrorLevel && s.ready.Load() && !s.closing.Load()
 		})
-		cores = append(cores, zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(&prefixWriter{w: errs, prefix: "temporal: "})), level))
+		core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(&prefixWriter{w: errs, prefix: "temporal: "})), level)
+		cores = append(cores, skipCancelled{core})
 	}
-	s.logger = log.NewZapLogger(zap.New(zapcore.NewTee(cores...)))
+	// zap reports its own write failures on stderr by default: keep them off the terminal.
+	s.logger = log.NewZapLogger(zap.New(zapcore.NewTee(cores...), zap.ErrorOutput(zapcore.AddSync(io.Discard))))
 	return s, nil
 }
 
@@ -67,8 +76,44 @@ func (s *serverLog) close() error {
 	if s.file == nil {
 		return nil
 	}
-	_ = s.file.Sync()
-	return s.file.Close()
+	return s.file.close()
+}
+
+// closableFile is the log file; writes after close are dropped, since goroutines of a
+// stopped server may still log for a moment.
+type closableFile struct {
+	mu     sync.Mutex
+	f      *os.File
+	closed bool
+}
+
+func (c *closableFile) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return len(b), nil
+	}
+	return c.f.Write(b)
+}
+
+func (c *closableFile) Sync() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	return c.f.Sync()
+}
+
+func (c *closableFile) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	_ = c.f.Sync()
+	return c.f.Close()
 }
 
 // prefixWriter prefixes each write (one log entry) so server errors are told apart from
@@ -83,4 +128,34 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return p.w.Write(b)
+}
+
+// skipCancelled drops entries whose error is a cancelled context: the caller went away
+// (a worker stopping, a CLI interrupted), which is not the server's problem.
+type skipCancelled struct{ zapcore.Core }
+
+func (c skipCancelled) With(fields []zapcore.Field) zapcore.Core {
+	return skipCancelled{c.Core.With(fields)}
+}
+
+func (c skipCancelled) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c skipCancelled) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType && isCancelled(err) {
+			return nil
+		}
+	}
+	return c.Core.Write(e, fields)
+}
+
+// isCancelled matches context cancellation also after a trip through gRPC, which keeps
+// only the message.
+func isCancelled(err error) bool {
+	return errors.Is(err, context.Canceled) || strings.Contains(err.Error(), context.Canceled.Error())
 }

@@ -58,6 +58,7 @@ func commandConstructors() []func(*globalOptions) *cobra.Command {
 		newRewardCmd, newAverageCmd,
 		newDemoCmd, newReportCmd,
 		newRunCmd, newScheduleCmd, newAnnotationsCmd, newWorkerCmd,
+		newDevCmd,
 	}
 }
 
