@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -17,19 +19,17 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
-	"github.com/posttrain/posttrain/artifacts"
 	"github.com/posttrain/posttrain/assets"
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datastore"
 	"github.com/posttrain/posttrain/demotask"
 	"github.com/posttrain/posttrain/devserver"
+	"github.com/posttrain/posttrain/devserver/devstack"
 	"github.com/posttrain/posttrain/evaluation"
 	"github.com/posttrain/posttrain/kernels"
-	"github.com/posttrain/posttrain/pgserver"
 	"github.com/posttrain/posttrain/report"
 	"github.com/posttrain/posttrain/tokenizer"
-	"github.com/posttrain/posttrain/worker"
 	"github.com/posttrain/posttrain/workflows"
 )
 
@@ -314,63 +314,28 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 		// The workflow's activities resolve the config again: keep them on this directory.
 		sets = append(sets, "data_dir="+dataDir)
 	}
-	start := time.Now()
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
 
-	// The datastore: a configured server, else the private cluster.
-	dsn := cfg.Datastore.URL
-	if dsn == "" {
-		logf("starting the private PostgreSQL cluster under %s", filepath.Join(dataDir, "postgres"))
-		pg, err := pgserver.Start(ctx, pgserver.Options{DataDir: dataDir})
-		if err != nil {
-			return fmt.Errorf("the demo's datastore: %w", err)
-		}
-		defer func() { _ = pg.Close(context.WithoutCancel(ctx)) }()
-		dsn = pg.DSN()
+	// What `posttrain dev` runs (devstack): the datastore (a configured server, else the
+	// private cluster), Temporal with its Web UI on the usual ports unless they are
+	// taken, and a worker whose default base model is the shipped one.
+	grpcPort, uiPort := o.grpcPort, o.uiPort
+	if !portFree(grpcPort) || !portFree(uiPort) {
+		logf("(port %d or %d is taken, by another Temporal or `posttrain dev`?: using free ports)", grpcPort, uiPort)
+		grpcPort, uiPort = 0, 0
 	}
-	pool, err := datastore.Open(ctx, dsn, datastore.WithMaxConns(cfg.Datastore.MaxConns))
+	st, err := devstack.Start(ctx, devstack.Options{Config: cfg, GRPCPort: grpcPort, UIPort: uiPort, Log: stderr})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := datastore.Migrate(ctx, pool); err != nil {
-		return err
-	}
-
-	// Temporal with its Web UI, on the usual ports unless they are taken.
-	logf("starting Temporal and the Web UI")
-	ts, err := devserver.Start(ctx, devserver.Options{DataDir: dataDir, GRPCPort: o.grpcPort, UIPort: o.uiPort, Namespace: cfg.Temporal.Namespace})
-	if err != nil && (o.grpcPort != 0 || o.uiPort != 0) && ctx.Err() == nil {
-		logf("(%v; using free ports)", err)
-		ts, err = devserver.Start(ctx, devserver.Options{DataDir: dataDir, Namespace: cfg.Temporal.Namespace})
-	}
-	if err != nil {
-		return fmt.Errorf("start Temporal: %w", err)
-	}
-	defer func() { _ = ts.Close(context.WithoutCancel(ctx)) }()
-	c, err := client.Dial(client.Options{HostPort: ts.FrontendAddress(), Namespace: ts.Namespace(), Logger: quietLogger{}})
-	if err != nil {
-		return fmt.Errorf("connect to Temporal at %s: %w", ts.FrontendAddress(), err)
-	}
-	defer c.Close()
-
-	// A worker with the shipped base model as the default.
-	store, err := artifacts.New(artifacts.Options{Backend: cfg.Artifacts.Backend, Root: cfg.ArtifactsRoot(), Pool: pool})
-	if err != nil {
-		return err
-	}
-	deps := activitiesDeps(pool, store, dataDir, cfg)
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		_ = st.Close(stopCtx)
+	}()
+	c, pool := st.Client, st.Pool
 	modelsDir := filepath.Join(dataDir, "models")
-	deps.DefaultBaseModel = func(context.Context) (string, error) { return assets.WriteBaseModel(modelsDir) }
-	ws, err := worker.New(c, deps, worker.Options{TaskQueue: cfg.Temporal.TaskQueue, MaxConcurrentActivities: cfg.Temporal.MaxConcurrentActivities})
-	if err != nil {
-		return err
-	}
-	if err := ws.Start(); err != nil {
-		return err
-	}
-	defer ws.Stop()
-	logf("ready in %s: Temporal %s, Web UI %s", time.Since(start).Round(100*time.Millisecond), ts.FrontendAddress(), ts.UIURL())
+	logf("ready in %s: Temporal %s, Web UI %s", st.ReadyIn.Round(100*time.Millisecond), st.Address(), st.UIURL())
 
 	// The run.
 	id := fmt.Sprintf("demo-seed%d-%s", o.seed, time.Now().UTC().Format("20060102-150405"))
@@ -378,11 +343,11 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 	if err := in.Validate(); err != nil {
 		return err
 	}
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: cfg.Temporal.TaskQueue}, workflows.WorkflowType, in)
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: st.TaskQueue()}, workflows.WorkflowType, in)
 	if err != nil {
 		return fmt.Errorf("start the run: %w", err)
 	}
-	runURL := fmt.Sprintf("%s/namespaces/%s/workflows/%s", ts.UIURL(), ts.Namespace(), id)
+	runURL := fmt.Sprintf("%s/namespaces/%s/workflows/%s", st.UIURL(), st.Namespace(), id)
 	logf("run %s started: %s", id, runURL)
 	runStart := time.Now()
 	if err := watchDemo(ctx, c, run, stderr); err != nil {
@@ -421,7 +386,7 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 	if !o.keep {
 		return nil
 	}
-	logf("the Web UI stays up at %s; Ctrl-C stops everything", ts.UIURL())
+	logf("the Web UI stays up at %s; Ctrl-C stops everything", st.UIURL())
 	<-ctx.Done()
 	return nil
 }
@@ -542,10 +507,16 @@ func evalBase(ctx context.Context, db *datastore.Store, cfg *configs.Config, run
 	return db.RecordMetrics(ctx, ms)
 }
 
-// quietLogger drops the Temporal SDK's log lines: the demo shows its own progress.
-type quietLogger struct{}
-
-func (quietLogger) Debug(string, ...any) {}
-func (quietLogger) Info(string, ...any)  {}
-func (quietLogger) Warn(string, ...any)  {}
-func (quietLogger) Error(string, ...any) {}
+// portFree reports whether a TCP port on 127.0.0.1 can be listened on now (0: any port,
+// -1: no UI; both always free).
+func portFree(port int) bool {
+	if port <= 0 {
+		return true
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(devserver.DefaultIP, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
