@@ -111,6 +111,12 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 			datastore.Metric{RunID: sr.key.RunID, Round: sr.key.Round, Stage: sr.key.Kind, Variant: sr.key.Variant, Step: int64(p.Step), Name: "loss", Value: p.Loss},
 			datastore.Metric{RunID: sr.key.RunID, Round: sr.key.Round, Stage: sr.key.Kind, Variant: sr.key.Variant, Step: int64(p.Step), Name: "lr", Value: p.LR})
 		mu.Unlock()
+		// The trainer writes its checkpoint right after this callback at every
+		// `every`-th and at the last update, and a resume starts after that checkpoint:
+		// the metrics up to it must be durable first.
+		if (sr.every > 0 && p.Step%sr.every == 0) || p.Step >= p.Total {
+			_ = flush(ctx)
+		}
 		if ck > saved {
 			saved = ck
 			// Best effort: the checkpoint row and metrics are bookkeeping, the files are
