@@ -3,7 +3,9 @@ package faults
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/posttrain/posttrain/artifacts"
 	"github.com/posttrain/posttrain/datastore"
 	"github.com/posttrain/posttrain/internal/pgtest"
+	"github.com/posttrain/posttrain/trainer"
 	"github.com/posttrain/posttrain/workflows"
 )
 
@@ -86,6 +89,24 @@ func midSampling(ctx context.Context, p *pipeline) (bool, error) {
 	return n > 0, nil
 }
 
+// diskCheckpointStep is the step of the trainer state a stage's work directory holds
+// under the worker's data directory (0 when none).
+func diskCheckpointStep(t *testing.T, dataDir, stage string) int {
+	t.Helper()
+	step := 0
+	require.NoError(t, filepath.WalkDir(dataDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != trainer.StateJSONFile || !strings.Contains(path, string(filepath.Separator)+stage+string(filepath.Separator)) {
+			return err
+		}
+		st, err := trainer.LoadStateInfo(filepath.Dir(path))
+		if err == nil && st.Step > step {
+			step = st.Step
+		}
+		return nil
+	}))
+	return step
+}
+
 // TestKillWorkerDuringStages SIGKILLs the worker process during reward-model training,
 // rejection sampling and DPO (short form: reward only), starting a new worker each time,
 // and compares the run with an uninterrupted one of the same seed running alongside.
@@ -127,6 +148,12 @@ func TestKillWorkerDuringStages(t *testing.T) {
 			require.NoError(t, faulted.pool.QueryRow(ctx, `SELECT count(*) FROM metrics WHERE run_id = $1 AND round = 1
 				AND stage = $2 AND variant = '0' AND name = 'loss' AND step BETWEEN 1 AND $3`, faulted.runID, kp.name, s.CheckpointStep).Scan(&n))
 			assert.Equal(t, s.CheckpointStep, n, "%s: loss rows of the steps up to the recorded checkpoint %d when the worker died", kp.name, s.CheckpointStep)
+			// The same for the checkpoint on disk, which is what the retry resumes from
+			// and may be newer than the recorded one.
+			disk := diskCheckpointStep(t, faulted.dataDir, kp.name)
+			require.NoError(t, faulted.pool.QueryRow(ctx, `SELECT count(*) FROM metrics WHERE run_id = $1 AND round = 1
+				AND stage = $2 AND variant = '0' AND name = 'loss' AND step BETWEEN 1 AND $3`, faulted.runID, kp.name, disk).Scan(&n))
+			assert.Equal(t, int64(disk), n, "%s: loss rows of the steps up to the checkpoint on disk (step %d) when the worker died", kp.name, disk)
 		}
 		t.Logf("killed the worker during %s: attempt %d, checkpoint step %d", kp.name, s.Attempt, s.CheckpointStep)
 		w = faulted.spec.start(t)
