@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -483,4 +484,35 @@ func TestStatusReportsStagesAndMetrics(t *testing.T) {
 	}
 	require.Equal(t, []string{"1/reward", "1/sampling", "1/sft", "1/dpo", "1/summary", "1/annotate",
 		"2/reward", "2/sampling", "2/sft", "2/dpo", "2/summary"}, names)
+}
+
+func TestActivitiesRouteToTheirTaskQueues(t *testing.T) {
+	p := testPlan()
+	p.Rounds, p.TrainingQueue, p.SamplingQueue = 1, "gpu", "sampling"
+	f := newFake(p)
+	env := newEnv(t, f)
+	var mu sync.Mutex
+	queues := map[string]map[string]bool{}
+	env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		mu.Lock()
+		defer mu.Unlock()
+		if queues[info.ActivityType.Name] == nil {
+			queues[info.ActivityType.Name] = map[string]bool{}
+		}
+		queues[info.ActivityType.Name][info.TaskQueue] = true
+	})
+	env.ExecuteWorkflow(WorkflowType, RunInput{})
+	require.NoError(t, env.GetWorkflowError())
+	want := map[string]string{
+		ActTrainReward: "gpu", ActTrainSFT: "gpu", ActTrainDPO: "gpu", ActAverage: "gpu", ActEvaluate: "gpu",
+		ActSampleShard: "sampling",
+	}
+	for act, q := range want {
+		require.Equal(t, map[string]bool{q: true}, queues[act], act)
+	}
+	for _, act := range []string{ActStartRun, ActBeginRound, ActFinishRound, ActFinishRun} {
+		require.Len(t, queues[act], 1, act)
+		require.NotContains(t, queues[act], "gpu", act)
+		require.NotContains(t, queues[act], "sampling", act)
+	}
 }
