@@ -127,6 +127,19 @@ type Server struct {
 // taken port is reported before anything starts. Only one process at a time may serve
 // a data directory.
 func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	ip := opts.IP
+	if ip == "" {
+		ip = DefaultIP
+	}
+	if net.ParseIP(ip) == nil {
+		return nil, fmt.Errorf("dev server: IP %q is not an IP address (e.g. 127.0.0.1)", opts.IP)
+	}
+	if opts.GRPCPort < 0 || opts.GRPCPort > 65535 {
+		return nil, fmt.Errorf("dev server: gRPC port %d out of range [0, 65535]", opts.GRPCPort)
+	}
+	if opts.UIPort < NoUI || opts.UIPort > 65535 {
+		return nil, fmt.Errorf("dev server: UI port %d out of range [0, 65535] (or %d for no UI)", opts.UIPort, NoUI)
+	}
 	s, sqlCfg, err := prepare(opts)
 	if err != nil {
 		return nil, err
@@ -145,19 +158,6 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	ip := opts.IP
-	if ip == "" {
-		ip = DefaultIP
-	}
-	if net.ParseIP(ip) == nil {
-		return nil, fmt.Errorf("dev server: IP %q is not an IP address (e.g. 127.0.0.1)", opts.IP)
-	}
-	if opts.GRPCPort < 0 || opts.GRPCPort > 65535 {
-		return nil, fmt.Errorf("dev server: gRPC port %d out of range [0, 65535]", opts.GRPCPort)
-	}
-	if opts.UIPort < NoUI || opts.UIPort > 65535 {
-		return nil, fmt.Errorf("dev server: UI port %d out of range [0, 65535] (or %d for no UI)", opts.UIPort, NoUI)
-	}
 	// Internal services: 3 gRPC ports (history, matching, worker) and 4 membership ports.
 	ports, err := freePorts(ip, 9)
 	if err != nil {
