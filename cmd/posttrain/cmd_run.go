@@ -22,6 +22,7 @@ import (
 
 	"github.com/posttrain/posttrain/activities"
 	"github.com/posttrain/posttrain/artifacts"
+	"github.com/posttrain/posttrain/assets"
 	"github.com/posttrain/posttrain/configs"
 	"github.com/posttrain/posttrain/datastore"
 	"github.com/posttrain/posttrain/datastore/jsonl"
@@ -591,7 +592,10 @@ activities save their checkpoints.`,
 	return cmd
 }
 
-// activitiesDeps are the worker's activity dependencies from the config.
+// activitiesDeps are the worker's activity dependencies from the config. A run whose
+// config names no base model uses the shipped one, written under <data_dir>/models.
 func activitiesDeps(pool *pgxpool.Pool, store artifacts.Store, dataDir string, cfg *configs.Config) activities.Deps {
-	return activities.Deps{Pool: pool, Store: store, DataDir: dataDir, Threads: cfg.Trainer.Threads}
+	models := filepath.Join(dataDir, "models")
+	return activities.Deps{Pool: pool, Store: store, DataDir: dataDir, Threads: cfg.Trainer.Threads,
+		DefaultBaseModel: func(context.Context) (string, error) { return assets.WriteBaseModel(models) }}
 }
