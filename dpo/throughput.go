@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/posttrain/posttrain/objectives"
-	"github.com/posttrain/posttrain/sft"
 	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
 	"github.com/posttrain/posttrain/transformer"
 )
 
@@ -52,7 +52,7 @@ func newBenchRun(ctx context.Context, m *transformer.Model, o ThroughputOptions)
 	if n := o.PromptLen + o.ResponseLen; n > m.Config.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("dpo throughput: prompt + response is %d tokens, longer than the context window of %d", n, m.Config.MaxPositionEmbeddings)
 	}
-	policy := sft.CloneModel(m)
+	policy := pretrain.CloneModel(m)
 	rng := rand.New(rand.NewPCG(o.Seed, 0xd90))
 	ids := func(n int) []int32 {
 		out := make([]int32, n)

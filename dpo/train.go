@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/posttrain/posttrain/objectives"
-	"github.com/posttrain/posttrain/sft"
 	"github.com/posttrain/posttrain/trainer"
 	"github.com/posttrain/posttrain/trainer/pretrain"
 	"github.com/posttrain/posttrain/transformer"
@@ -125,7 +124,7 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	if err := checkModel(reference, "reference"); err != nil {
 		return nil, res, err
 	}
-	if err := sft.SameShape(policy, reference); err != nil {
+	if err := pretrain.SameShape(policy, reference); err != nil {
 		return nil, res, fmt.Errorf("dpo: policy and reference differ: %w", err)
 	}
 	if len(train) == 0 {
@@ -138,24 +137,11 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 		return nil, res, fmt.Errorf("validation data: %w", err)
 	}
 
-	var state *trainer.State
-	var m *transformer.Model
-	if cfg.Resume {
-		saved, st, err := sft.LoadRunCheckpoint(ctx, cfg.OutDir, policy.Pool)
-		if err != nil {
-			return nil, res, fmt.Errorf("dpo: %w", err)
-		}
-		if err := sft.SameShape(policy, saved); err != nil {
-			return nil, res, fmt.Errorf("dpo: resume: the checkpoint in %s does not fit the policy: %w", cfg.OutDir, err)
-		}
-		m, state = saved, st
-	} else {
-		if cfg.OutDir != "" {
-			if err := sft.CheckOutDir(cfg.OutDir); err != nil {
-				return nil, res, fmt.Errorf("dpo: %w", err)
-			}
-		}
-		m = sft.CloneModel(policy)
+	stage := pretrain.Stage{Name: "dpo", ResumePrefix: "dpo: resume", Steps: cfg.Steps, Accum: cfg.Accum,
+		Schedule: cfg.Schedule, AdamW: cfg.AdamW, Seed: cfg.Seed}
+	m, state, err := stage.StartModel(ctx, policy, cfg.OutDir, cfg.Resume, "policy")
+	if err != nil {
+		return nil, res, err
 	}
 	res.Parameters = len(m.W.Data)
 
@@ -172,39 +158,18 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 		}
 	}
 
-	segs, err := trainer.ParamSegments(m.W)
-	if err != nil {
-		return nil, res, fmt.Errorf("dpo: %w", err)
-	}
-	sched := cfg.Schedule
-	sched.TotalSteps = cfg.Steps
-	grads := m.NewGrads()
-	tr, err := trainer.New(trainer.Config{Schedule: sched, AdamW: cfg.AdamW, MicroBatches: cfg.Accum}, m.W.Data, grads.Data, segs, m.Pool)
-	if err != nil {
-		return nil, res, fmt.Errorf("dpo: %w", err)
-	}
 	o := obj.Options()
-	extra := map[string]string{
+	stage.Extra = map[string]string{
 		extraData: Fingerprint(train), extraRef: info.Key,
 		extraBatch: strconv.Itoa(cfg.Batch), extraAccum: strconv.Itoa(cfg.Accum),
 		extraObj: fmt.Sprintf("beta=%g nll_coef=%g nll_norm=%s mask_formatting=%t", o.Beta, o.NLLCoef, o.NLLNorm, cfg.MaskFormatting),
 	}
-	if state != nil {
-		for k, want := range extra {
-			if got := state.Extra[k]; got != want {
-				return nil, res, fmt.Errorf("dpo: resume: the saved run used %s=%s, this one %s (resume needs the same pairs, reference, batch, accum and objective)", k, got, want)
-			}
-		}
-		if state.Data == nil || state.Data.N != len(train) {
-			return nil, res, fmt.Errorf("dpo: resume: the saved data cursor does not fit the %d training pairs", len(train))
-		}
-		if err := tr.Resume(state); err != nil {
-			return nil, res, fmt.Errorf("dpo: resume: %w", err)
-		}
-	} else {
-		tr.State.Data = trainer.NewShuffler(len(train), cfg.Seed)
+	stage.Needs = "the same pairs, reference, batch, accum and objective"
+	stage.Rows, stage.RowsDesc = len(train), fmt.Sprintf("the %d training pairs", len(train))
+	tr, grads, err := stage.NewTrainer(m, state)
+	if err != nil {
+		return nil, res, err
 	}
-	tr.State.Extra = extra
 	res.StartStep = tr.State.Step
 
 	var valScorer *scorer
@@ -237,33 +202,25 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	step := newTrainStep(m, grads, obj, train, ref, tr.State, cfg)
 	var evalErr error
 	start := time.Now()
-	th := trainer.Hooks{
-		Progress: func(p trainer.Progress) {
-			sm := obj.Combine(step.parts...)
-			step.parts = step.parts[:0]
-			if res.First == nil {
-				first := sm
-				res.First = &first
-			}
-			res.Final = &sm
-			if hooks.Progress != nil {
-				hooks.Progress(p)
-			}
-			if hooks.Metrics != nil {
-				hooks.Metrics(p.Step, sm)
-			}
-			if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
-				evalErr = validate(p.Step)
-			}
-		},
-		CheckpointEvery: cfg.CheckpointEvery,
-		SaveOnCancel:    cfg.OutDir != "",
-	}
-	if cfg.OutDir != "" {
-		th.Checkpoint = func(ctx context.Context, _ int) error {
-			return pretrain.SaveCheckpoint(ctx, cfg.OutDir, m, cfg.TokenizerJSON, tr.State)
+	progress := func(p trainer.Progress) {
+		sm := obj.Combine(step.parts...)
+		step.parts = step.parts[:0]
+		if res.First == nil {
+			first := sm
+			res.First = &first
+		}
+		res.Final = &sm
+		if hooks.Progress != nil {
+			hooks.Progress(p)
+		}
+		if hooks.Metrics != nil {
+			hooks.Metrics(p.Step, sm)
+		}
+		if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
+			evalErr = validate(p.Step)
 		}
 	}
+	th := pretrain.CheckpointHooks(progress, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
 	runErr := tr.Run(ctx, step.run, th)
 	res.Steps = tr.State.Step
 	res.ElapsedSec = time.Since(start).Seconds()

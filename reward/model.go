@@ -1,17 +1,12 @@
 package reward
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 
-	"github.com/posttrain/posttrain/checkpoint"
-	"github.com/posttrain/posttrain/kernels"
-	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
 	"github.com/posttrain/posttrain/transformer"
 )
 
@@ -24,7 +19,7 @@ func FromCausalLM(lm *transformer.Model, seed uint64, std float64) (*transformer
 		return nil, errors.New("reward: nil model")
 	}
 	if lm.Config.IsSequenceClassifier() {
-		return cloneModel(lm), nil
+		return pretrain.CloneModel(lm), nil
 	}
 	if !(std >= 0) || math.IsInf(std, 0) {
 		return nil, fmt.Errorf("reward: score init std must be >= 0, got %g", std)
@@ -54,51 +49,4 @@ func FromCausalLM(lm *transformer.Model, seed uint64, std float64) (*transformer
 		}
 	}
 	return m, nil
-}
-
-// cloneModel copies m's weights into a new model with the same config and pool.
-func cloneModel(m *transformer.Model) *transformer.Model {
-	w := transformer.NewParams(m.Config)
-	copy(w.Data, m.W.Data)
-	return &transformer.Model{Config: m.Config, W: w, Pool: m.Pool}
-}
-
-// sameLayout reports whether two models have the same tensors (names and shapes).
-func sameLayout(a, b *transformer.Model) error {
-	if len(a.W.Tensors) != len(b.W.Tensors) {
-		return fmt.Errorf("%d tensors vs %d", len(a.W.Tensors), len(b.W.Tensors))
-	}
-	for i, t := range a.W.Tensors {
-		u := b.W.Tensors[i]
-		if t.Name != u.Name || fmt.Sprint(t.Shape) != fmt.Sprint(u.Shape) {
-			return fmt.Errorf("tensor %d is %s %v vs %s %v", i, t.Name, t.Shape, u.Name, u.Shape)
-		}
-	}
-	return nil
-}
-
-// loadRun loads the weights and trainer state saved together in dir (by
-// pretrain.SaveCheckpoint), first putting back dir.old if a crash happened between that
-// function's two renames.
-func loadRun(ctx context.Context, dir string, pool *kernels.Pool) (*transformer.Model, *trainer.State, error) {
-	clean := filepath.Clean(dir)
-	if _, err := os.Stat(clean); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(clean + ".old"); err == nil {
-			if err := os.Rename(clean+".old", clean); err != nil {
-				return nil, nil, fmt.Errorf("recover checkpoint %s: %w", dir, err)
-			}
-		}
-	}
-	if !trainer.HasState(clean) {
-		return nil, nil, fmt.Errorf("resume: %s holds no %s to resume from", dir, trainer.StateJSONFile)
-	}
-	st, err := trainer.LoadState(clean)
-	if err != nil {
-		return nil, nil, fmt.Errorf("resume: %w", err)
-	}
-	m, err := checkpoint.Load(ctx, clean, pool)
-	if err != nil {
-		return nil, nil, fmt.Errorf("resume: %w", err)
-	}
-	return m, st, nil
 }

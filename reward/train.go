@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"time"
 
@@ -110,55 +109,24 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 		return nil, res, err
 	}
 
-	var state *trainer.State
-	m := cloneModel(base)
-	if cfg.Resume {
-		saved, sst, err := loadRun(ctx, cfg.OutDir, base.Pool)
-		if err != nil {
-			return nil, res, fmt.Errorf("reward: %w", err)
-		}
-		if err := sameLayout(base, saved); err != nil {
-			return nil, res, fmt.Errorf("reward: resume: the checkpoint in %s does not fit the model: %w", cfg.OutDir, err)
-		}
-		m, state = saved, sst
-	} else if cfg.OutDir != "" {
-		if entries, err := os.ReadDir(cfg.OutDir); err == nil && len(entries) > 0 {
-			return nil, res, fmt.Errorf("reward: output %s is not empty; resume the run saved there, or choose another directory", cfg.OutDir)
-		}
+	stage := pretrain.Stage{Name: "reward", ResumePrefix: "reward: resume", Steps: cfg.Steps, Accum: cfg.Accum,
+		Schedule: cfg.Schedule, AdamW: cfg.AdamW, Seed: cfg.Seed}
+	m, state, err := stage.StartModel(ctx, base, cfg.OutDir, cfg.Resume, "model")
+	if err != nil {
+		return nil, res, err
 	}
 	res.Parameters = len(m.W.Data)
 
-	segs, err := trainer.ParamSegments(m.W)
-	if err != nil {
-		return nil, res, fmt.Errorf("reward: %w", err)
-	}
-	sched := cfg.Schedule
-	sched.TotalSteps = cfg.Steps
-	grads := m.NewGrads()
-	tr, err := trainer.New(trainer.Config{Schedule: sched, AdamW: cfg.AdamW, MicroBatches: cfg.Accum}, m.W.Data, grads.Data, segs, m.Pool)
-	if err != nil {
-		return nil, res, fmt.Errorf("reward: %w", err)
-	}
-	extra := map[string]string{
+	stage.Extra = map[string]string{
 		extraData: Fingerprint(train), extraBatch: strconv.Itoa(cfg.Batch), extraAccum: strconv.Itoa(cfg.Accum),
 		extraMargin: string(cfg.Margin), extraThreshold: strconv.FormatFloat(cfg.SimilarityThreshold, 'g', -1, 64),
 	}
-	if state != nil {
-		for k, want := range extra {
-			if got := state.Extra[k]; got != want {
-				return nil, res, fmt.Errorf("reward: resume: the saved run used %s=%s, this one %s (resume needs the same data, batch, accum, margin and similarity threshold)", k, got, want)
-			}
-		}
-		if state.Data == nil || state.Data.N != len(prep) {
-			return nil, res, fmt.Errorf("reward: resume: the saved data cursor does not fit the %d training rows", len(prep))
-		}
-		if err := tr.Resume(state); err != nil {
-			return nil, res, fmt.Errorf("reward: resume: %w", err)
-		}
-	} else {
-		tr.State.Data = trainer.NewShuffler(len(prep), cfg.Seed)
+	stage.Needs = "the same data, batch, accum, margin and similarity threshold"
+	stage.Rows, stage.RowsDesc = len(prep), fmt.Sprintf("the %d training rows", len(prep))
+	tr, grads, err := stage.NewTrainer(m, state)
+	if err != nil {
+		return nil, res, err
 	}
-	tr.State.Extra = extra
 	res.StartStep = tr.State.Step
 
 	maxResp := 2
@@ -211,27 +179,19 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 	res.FirstLoss, res.FinalLoss = math.NaN(), math.NaN()
 	var evalErr error
 	start := time.Now()
-	th := trainer.Hooks{
-		Progress: func(p trainer.Progress) {
-			if math.IsNaN(res.FirstLoss) {
-				res.FirstLoss = p.Loss
-			}
-			res.FinalLoss = p.Loss
-			if hooks.Progress != nil {
-				hooks.Progress(p)
-			}
-			if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
-				evalErr = validate(p.Step)
-			}
-		},
-		CheckpointEvery: cfg.CheckpointEvery,
-		SaveOnCancel:    cfg.OutDir != "",
-	}
-	if cfg.OutDir != "" {
-		th.Checkpoint = func(ctx context.Context, _ int) error {
-			return pretrain.SaveCheckpoint(ctx, cfg.OutDir, m, cfg.TokenizerJSON, tr.State)
+	progress := func(p trainer.Progress) {
+		if math.IsNaN(res.FirstLoss) {
+			res.FirstLoss = p.Loss
+		}
+		res.FinalLoss = p.Loss
+		if hooks.Progress != nil {
+			hooks.Progress(p)
+		}
+		if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
+			evalErr = validate(p.Step)
 		}
 	}
+	th := pretrain.CheckpointHooks(progress, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
 	runErr := tr.Run(ctx, step.run, th)
 	res.Steps = tr.State.Step
 	res.Tokens = step.tokens

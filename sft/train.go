@@ -144,29 +144,15 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 		seq = base.Config.MaxPositionEmbeddings
 	}
 
-	var state *trainer.State
-	var m *transformer.Model
-	if cfg.Resume {
-		saved, st, err := LoadRunCheckpoint(ctx, cfg.OutDir, base.Pool)
-		if err != nil {
-			return nil, res, fmt.Errorf("sft: %w", err)
-		}
-		if err := SameShape(base, saved); err != nil {
-			return nil, res, fmt.Errorf("sft: resume: the checkpoint in %s does not fit the model: %w", cfg.OutDir, err)
-		}
-		m, state = saved, st
-	} else {
-		if cfg.OutDir != "" {
-			if err := CheckOutDir(cfg.OutDir); err != nil {
-				return nil, res, fmt.Errorf("sft: %w", err)
-			}
-		}
-		m = CloneModel(base)
+	stage := pretrain.Stage{Name: "sft", ResumePrefix: "sft: resume", Steps: cfg.Steps, Accum: cfg.Accum,
+		Schedule: cfg.Schedule, AdamW: cfg.AdamW, Seed: cfg.Seed}
+	m, state, err := stage.StartModel(ctx, base, cfg.OutDir, cfg.Resume, "model")
+	if err != nil {
+		return nil, res, err
 	}
 
 	l := unpackedLayout(train)
 	if cfg.Packing {
-		var err error
 		if l, err = packedLayout(train, seq); err != nil {
 			return nil, res, err
 		}
@@ -177,37 +163,16 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 	}
 	res.Parameters = len(m.W.Data)
 
-	segs, err := trainer.ParamSegments(m.W)
-	if err != nil {
-		return nil, res, fmt.Errorf("sft: %w", err)
-	}
-	sched := cfg.Schedule
-	sched.TotalSteps = cfg.Steps
-	grads := m.NewGrads()
-	tr, err := trainer.New(trainer.Config{Schedule: sched, AdamW: cfg.AdamW, MicroBatches: cfg.Accum}, m.W.Data, grads.Data, segs, m.Pool)
-	if err != nil {
-		return nil, res, fmt.Errorf("sft: %w", err)
-	}
-	extra := map[string]string{
+	stage.Extra = map[string]string{
 		extraData: Fingerprint(train), extraBatch: strconv.Itoa(cfg.Batch), extraAccum: strconv.Itoa(cfg.Accum),
 		extraPacking: strconv.FormatBool(cfg.Packing), extraSeq: strconv.Itoa(seq),
 	}
-	if state != nil {
-		for k, want := range extra {
-			if got := state.Extra[k]; got != want {
-				return nil, res, fmt.Errorf("sft: resume: the saved run used %s=%s, this one %s (resume needs the same data, batch, accum, packing and seq)", k, got, want)
-			}
-		}
-		if state.Data == nil || state.Data.N != len(l.groups) {
-			return nil, res, fmt.Errorf("sft: resume: the saved data cursor does not fit the %d training rows", len(l.groups))
-		}
-		if err := tr.Resume(state); err != nil {
-			return nil, res, fmt.Errorf("sft: resume: %w", err)
-		}
-	} else {
-		tr.State.Data = trainer.NewShuffler(len(l.groups), cfg.Seed)
+	stage.Needs = "the same data, batch, accum, packing and seq"
+	stage.Rows, stage.RowsDesc = len(l.groups), fmt.Sprintf("the %d training rows", len(l.groups))
+	tr, grads, err := stage.NewTrainer(m, state)
+	if err != nil {
+		return nil, res, err
 	}
-	tr.State.Extra = extra
 	res.StartStep = tr.State.Step
 
 	var ev *evaluator
@@ -258,27 +223,19 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 	res.FirstLoss, res.FinalLoss = math.NaN(), math.NaN()
 	var evalErr error
 	start := time.Now()
-	th := trainer.Hooks{
-		Progress: func(p trainer.Progress) {
-			if math.IsNaN(res.FirstLoss) {
-				res.FirstLoss = p.Loss
-			}
-			res.FinalLoss = p.Loss
-			if hooks.Progress != nil {
-				hooks.Progress(p)
-			}
-			if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
-				evalErr = validate(p.Step)
-			}
-		},
-		CheckpointEvery: cfg.CheckpointEvery,
-		SaveOnCancel:    cfg.OutDir != "",
-	}
-	if cfg.OutDir != "" {
-		th.Checkpoint = func(ctx context.Context, _ int) error {
-			return pretrain.SaveCheckpoint(ctx, cfg.OutDir, m, cfg.TokenizerJSON, tr.State)
+	progress := func(p trainer.Progress) {
+		if math.IsNaN(res.FirstLoss) {
+			res.FirstLoss = p.Loss
+		}
+		res.FinalLoss = p.Loss
+		if hooks.Progress != nil {
+			hooks.Progress(p)
+		}
+		if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
+			evalErr = validate(p.Step)
 		}
 	}
+	th := pretrain.CheckpointHooks(progress, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
 	runErr := tr.Run(ctx, step.run, th)
 	res.Steps = tr.State.Step
 	res.Tokens = tr.State.Tokens

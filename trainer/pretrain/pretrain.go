@@ -129,7 +129,7 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 	src := opts.ModelDir
 	var state *trainer.State
 	if opts.Resume {
-		recoverSwap(opts.OutDir)
+		_ = restoreSwap(filepath.Clean(opts.OutDir)) // a failed restore shows as no state below
 		if !trainer.HasState(opts.OutDir) {
 			return nil, fmt.Errorf("pretrain: --resume: %s holds no %s to resume from", opts.OutDir, trainer.StateJSONFile)
 		}
@@ -177,37 +177,18 @@ func Run(ctx context.Context, opts Options, progress func(trainer.Progress)) (*R
 		return nil, fmt.Errorf("pretrain: the corpus has %d tokens, fewer than one row of --seq %d (+1)", len(corpus.Tokens), opts.Seq)
 	}
 
-	segs, err := trainer.ParamSegments(m.W)
+	stage := Stage{Name: "pretrain", ResumePrefix: "pretrain: --resume", Steps: opts.Steps, Accum: opts.Accum,
+		Schedule: opts.Schedule, AdamW: opts.AdamW, Seed: opts.Seed,
+		Extra: map[string]string{
+			extraCorpus: corpus.SHA256, extraSeq: strconv.Itoa(opts.Seq),
+			extraBatch: strconv.Itoa(opts.Batch), extraAccum: strconv.Itoa(opts.Accum),
+		},
+		Needs: "the same data, --seq, --batch and --accum",
+		Rows:  rows, RowsDesc: fmt.Sprintf("the corpus's %d rows", rows)}
+	tr, grads, err := stage.NewTrainer(m, state)
 	if err != nil {
-		return nil, fmt.Errorf("pretrain: %w", err)
+		return nil, err
 	}
-	sched := opts.Schedule
-	sched.TotalSteps = opts.Steps
-	grads := m.NewGrads()
-	tr, err := trainer.New(trainer.Config{Schedule: sched, AdamW: opts.AdamW, MicroBatches: opts.Accum}, m.W.Data, grads.Data, segs, pool)
-	if err != nil {
-		return nil, fmt.Errorf("pretrain: %w", err)
-	}
-	extra := map[string]string{
-		extraCorpus: corpus.SHA256, extraSeq: strconv.Itoa(opts.Seq),
-		extraBatch: strconv.Itoa(opts.Batch), extraAccum: strconv.Itoa(opts.Accum),
-	}
-	if state != nil {
-		for k, want := range extra {
-			if got := state.Extra[k]; got != want {
-				return nil, fmt.Errorf("pretrain: --resume: the saved run used %s=%s, this one %s (resume needs the same data, --seq, --batch and --accum)", k, got, want)
-			}
-		}
-		if state.Data == nil || state.Data.N != rows {
-			return nil, fmt.Errorf("pretrain: --resume: the saved data cursor does not fit the corpus's %d rows", rows)
-		}
-		if err := tr.Resume(state); err != nil {
-			return nil, fmt.Errorf("pretrain: --resume: %w", err)
-		}
-	} else {
-		tr.State.Data = trainer.NewShuffler(rows, opts.Seed)
-	}
-	tr.State.Extra = extra
 
 	var metrics *json.Encoder
 	if opts.MetricsFile != "" {
@@ -342,12 +323,13 @@ func SaveCheckpoint(ctx context.Context, dir string, m *transformer.Model, tokJS
 	return nil
 }
 
-// recoverSwap puts back dir.old if a crash happened between SaveCheckpoint's two renames.
-func recoverSwap(dir string) {
-	clean := filepath.Clean(dir)
+// restoreSwap puts back dir.old (clean) if a crash happened between SaveCheckpoint's
+// two renames.
+func restoreSwap(clean string) error {
 	if _, err := os.Stat(clean); errors.Is(err, os.ErrNotExist) {
 		if _, err := os.Stat(clean + ".old"); err == nil {
-			_ = os.Rename(clean+".old", clean)
+			return os.Rename(clean+".old", clean)
 		}
 	}
+	return nil
 }
