@@ -172,6 +172,12 @@ func numElements(shape []int) int {
 // exactly as Write does (metadata first, space padding to 8 bytes), so a streamed file is
 // byte-identical to one written whole.
 func specHeader(specs []TensorSpec, metadata map[string]string) ([]byte, error) {
+	return encodeHeader(specs, metadata, nil)
+}
+
+// encodeHeader is the one header encoder of Write and StreamWriter. check, when set,
+// vets tensor i, which holds n elements by its shape, once its name and shape are valid.
+func encodeHeader(specs []TensorSpec, metadata map[string]string, check func(i, n int) error) ([]byte, error) {
 	var sb strings.Builder
 	sb.WriteByte('{')
 	if len(metadata) > 0 {
@@ -201,6 +207,12 @@ func specHeader(specs []TensorSpec, metadata map[string]string) ([]byte, error) 
 				return nil, fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", s.Name, s.Shape)
 			}
 		}
+		n := numElements(s.Shape)
+		if check != nil {
+			if err := check(i, n); err != nil {
+				return nil, err
+			}
+		}
 		if sb.Len() > 1 {
 			sb.WriteByte(',')
 		}
@@ -213,7 +225,7 @@ func specHeader(specs []TensorSpec, metadata map[string]string) ([]byte, error) 
 			}
 			sb.WriteString(strconv.Itoa(d))
 		}
-		end := off + 4*int64(numElements(s.Shape))
+		end := off + 4*int64(n)
 		fmt.Fprintf(&sb, `],"data_offsets":[%d,%d]}`, off, end)
 		off = end
 	}

@@ -3,15 +3,11 @@ package safetensors
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"unicode/utf8"
 )
 
 // Tensor is a named float32 tensor to write; Data is row-major with len == product(Shape).
@@ -60,66 +56,19 @@ func Write(ctx context.Context, w io.Writer, tensors []Tensor, metadata map[stri
 	return nil
 }
 
-// buildHeader encodes the JSON header with tensors in the given order, padded with spaces.
+// buildHeader encodes the JSON header with tensors in the given order, padded with spaces,
+// checking that each tensor's data fits its shape.
 func buildHeader(tensors []Tensor, metadata map[string]string) ([]byte, error) {
-	var sb strings.Builder
-	sb.WriteByte('{')
-	if len(metadata) > 0 {
-		meta, err := json.Marshal(metadata)
-		if err != nil {
-			return nil, fmt.Errorf("safetensors: encode metadata: %w", err)
-		}
-		sb.WriteString(`"` + metadataKey + `":`)
-		sb.Write(meta)
-	}
-	seen := make(map[string]bool, len(tensors))
-	var off int64
+	specs := make([]TensorSpec, len(tensors))
 	for i, t := range tensors {
-		switch {
-		case t.Name == "":
-			return nil, fmt.Errorf("safetensors: tensor %d has an empty name", i)
-		case t.Name == metadataKey:
-			return nil, fmt.Errorf("safetensors: tensor name %q is reserved", t.Name)
-		case seen[t.Name]:
-			return nil, fmt.Errorf("safetensors: tensor %q: duplicate name", t.Name)
-		case !utf8.ValidString(t.Name):
-			return nil, fmt.Errorf("safetensors: tensor %q: name is not valid UTF-8", t.Name)
-		}
-		seen[t.Name] = true
-		n := 1
-		for _, d := range t.Shape {
-			if d < 0 {
-				return nil, fmt.Errorf("safetensors: tensor %q: negative dimension in shape %v", t.Name, t.Shape)
-			}
-			n *= d
-		}
-		if n != len(t.Data) {
-			return nil, fmt.Errorf("safetensors: tensor %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, len(t.Data))
-		}
-		if sb.Len() > 1 {
-			sb.WriteByte(',')
-		}
-		name, _ := json.Marshal(t.Name)
-		sb.Write(name)
-		sb.WriteString(`:{"dtype":"F32","shape":[`)
-		for j, d := range t.Shape {
-			if j > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString(strconv.Itoa(d))
-		}
-		end := off + 4*int64(n)
-		fmt.Fprintf(&sb, `],"data_offsets":[%d,%d]}`, off, end)
-		off = end
+		specs[i] = TensorSpec{Name: t.Name, Shape: t.Shape}
 	}
-	sb.WriteByte('}')
-	for sb.Len()%headerAlign != 0 {
-		sb.WriteByte(' ')
-	}
-	if sb.Len() > MaxHeaderSize {
-		return nil, fmt.Errorf("safetensors: header of %d bytes exceeds the %d-byte limit", sb.Len(), MaxHeaderSize)
-	}
-	return []byte(sb.String()), nil
+	return encodeHeader(specs, metadata, func(i, n int) error {
+		if t := tensors[i]; n != len(t.Data) {
+			return fmt.Errorf("safetensors: tensor %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, len(t.Data))
+		}
+		return nil
+	})
 }
 
 // WriteFile writes the tensors to path atomically: into a temporary file in the same
