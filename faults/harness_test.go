@@ -88,10 +88,28 @@ func registerSearchAttributes(ctx context.Context, c client.Client, ns string) e
 	return err
 }
 
+// lockedBuffer is a bytes.Buffer safe for the exec copier and the test to share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // workerProc is a `posttrain worker` child process.
 type workerProc struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *lockedBuffer
 	done   chan struct{}
 	waited error
 }
@@ -107,10 +125,10 @@ func (s workerSpec) start(t *testing.T) *workerProc {
 		"--database-url", s.dsn, "--set", "temporal.task_queue="+s.queue, "--set", "data_dir="+s.dataDir,
 		"--set", "trainer.threads=1", "--max-activities", "2")
 	cmd.Env = append(os.Environ(), "POSTTRAIN_DATABASE_URL=", "HOME="+s.dataDir)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
-	w := &workerProc{cmd: cmd, out: &out, done: make(chan struct{})}
+	w := &workerProc{cmd: cmd, out: out, done: make(chan struct{})}
 	go func() {
 		w.waited = cmd.Wait()
 		close(w.done)
