@@ -1,10 +1,11 @@
-# posttrain build and test targets. `make test` is the README's test command and what CI runs.
+# posttrain build and test targets. `make test` is the README's test command and what CI
+# runs (through .ci/run, which first makes sure PostgreSQL is up).
 GO ?= go
 # Packages whose code runs goroutines; they also run under the race detector.
 RACE_PKGS ?= ./kernels/... ./datastore/... ./artifacts/... ./sampling/... ./activities/... ./inference/...
-FUZZTIME ?= 5s
+FUZZTIME ?= 5m
 
-.PHONY: all build test vet race fuzz bench demo clean
+.PHONY: all build test vet race fuzz fuzz-short faults bench demo e2e-ui clean
 
 all: build
 
@@ -15,15 +16,30 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
+# The whole suite, the race detector on the concurrent packages, and every fuzz target
+# for a few seconds.
 test: vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)
+	$(MAKE) fuzz-short
 
 race:
-	$(GO) test -race -count=1 -timeout 30m $(RACE_PKGS)
+	$(GO) test -race -count=1 -timeout 40m $(RACE_PKGS)
+
+# Every fuzz target for FUZZTIME each (default 5m); crashes land in testdata/fuzz/.
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+fuzz-short:
+	./scripts/fuzz.sh 3s
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./kernels/ ./transformer/ ./inference/
+	$(GO) test -run '^$$' -bench . -benchmem ./kernels/ ./transformer/ ./inference/ ./sampling/ ./dpo/ ./reward/
+
+# The browser check: headless Chromium starts PostTraining from the Web UI of a real
+# `posttrain dev` (needs node >= 20, `apt-get install -y chromium`, PostgreSQL binaries).
+e2e-ui:
+	./e2e/ui.sh
 
 demo: build
 	./bin/posttrain demo
