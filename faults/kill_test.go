@@ -107,6 +107,22 @@ func diskCheckpointStep(t *testing.T, dataDir, stage string) int {
 	return step
 }
 
+// candidateVersions maps each stored candidate of the run to its row version (xmin),
+// which changes if the row is written again.
+func candidateVersions(t *testing.T, ctx context.Context, p *pipeline) map[string]string {
+	t.Helper()
+	rows, err := p.pool.Query(ctx, `SELECT prompt_id || '/' || sample_index, xmin::text FROM sampling_candidates WHERE run_id = $1`, p.runID)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		require.NoError(t, rows.Scan(&k, &v))
+		out[k] = v
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
 // TestKillWorkerDuringStages SIGKILLs the worker process during reward-model training,
 // rejection sampling and DPO (short form: reward only), starting a new worker each time,
 // and compares the run with an uninterrupted one of the same seed running alongside.
@@ -130,6 +146,7 @@ func TestKillWorkerDuringStages(t *testing.T) {
 	faultRun := startRun(t, ctx, c, faulted.spec.queue, faulted.runID, base, seed)
 
 	killedAt := map[string]stageState{}
+	var sampledAtKill map[string]string
 	for _, kp := range points {
 		waitFor(t, "kill point "+kp.name, 10*time.Minute, func() (bool, error) { return kp.ready(ctx, faulted) })
 		w.kill(t)
@@ -141,6 +158,9 @@ func TestKillWorkerDuringStages(t *testing.T) {
 		require.NoError(t, err)
 		require.NotEqual(t, datastore.StatusCompleted, s.Status, "%s was still running when killed", kp.name)
 		killedAt[kp.name] = s
+		if kp.name == "sampling" {
+			sampledAtKill = candidateVersions(t, ctx, faulted)
+		}
 		if kp.name != "sampling" {
 			// A checkpoint visible in the stages table must have its steps' metrics
 			// durable already: the resumed attempt only rewrites the steps after it.
@@ -175,6 +195,13 @@ func TestKillWorkerDuringStages(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, datastore.StatusCompleted, s.Status)
 			assert.Greater(t, s.Attempt, at.Attempt, "sampling shard 0 was retried")
+			// Resumed per prompt: the candidates stored before the kill were not
+			// sampled or written again (same row version).
+			require.NotEmpty(t, sampledAtKill)
+			after := candidateVersions(t, ctx, faulted)
+			for k, v := range sampledAtKill {
+				assert.Equal(t, v, after[k], "candidate %s was rewritten by the retry", k)
+			}
 			continue
 		}
 		s, _, err := getStage(ctx, faulted.pool, faulted.runID, 1, name, "0")
