@@ -16,6 +16,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -290,19 +291,30 @@ func newRunListCmd(g *globalOptions, tf *temporalFlags) *cobra.Command {
 			type row struct {
 				ID     string    `json:"workflow_id"`
 				Status string    `json:"status"`
+				Round  int64     `json:"round"`
+				Stage  string    `json:"stage"`
 				Start  time.Time `json:"start_time"`
 			}
 			var rows []row
 			for _, e := range resp.GetExecutions() {
-				rows = append(rows, row{ID: e.GetExecution().GetWorkflowId(), Status: strings.TrimPrefix(e.GetStatus().String(), "WORKFLOW_EXECUTION_STATUS_"),
-					Start: e.GetStartTime().AsTime()})
+				r := row{ID: e.GetExecution().GetWorkflowId(), Status: e.GetStatus().String(),
+					Start: e.GetStartTime().AsTime()}
+				// The round and stage are the search attributes the run upserts.
+				fields := e.GetSearchAttributes().GetIndexedFields()
+				if p, ok := fields[workflows.SearchAttrRound]; ok {
+					_ = converter.GetDefaultDataConverter().FromPayload(p, &r.Round)
+				}
+				if p, ok := fields[workflows.SearchAttrStage]; ok {
+					_ = converter.GetDefaultDataConverter().FromPayload(p, &r.Stage)
+				}
+				rows = append(rows, r)
 			}
 			if g.jsonOut {
 				return dsWriteJSON(cmd.OutOrStdout(), dsNonNil(rows))
 			}
-			t := newDSTable(cmd.OutOrStdout(), "WORKFLOW ID", "STATUS", "STARTED")
+			t := newDSTable(cmd.OutOrStdout(), "WORKFLOW ID", "STATUS", "ROUND", "STAGE", "STARTED")
 			for _, r := range rows {
-				t.row(r.ID, r.Status, r.Start.Format(time.RFC3339))
+				t.row(r.ID, r.Status, fmt.Sprint(r.Round), dsDash(r.Stage), r.Start.Format(time.RFC3339))
 			}
 			return t.flush()
 		},

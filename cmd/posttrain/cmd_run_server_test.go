@@ -106,12 +106,17 @@ func TestRunCLIAgainstServer(t *testing.T) {
 	var listed []struct {
 		ID     string `json:"workflow_id"`
 		Status string `json:"status"`
+		Round  int    `json:"round"`
+		Stage  string `json:"stage"`
 	}
 	require.Eventually(t, func() bool {
 		require.NoError(t, json.Unmarshal([]byte(cli("run", "list", "--json")), &listed))
 		return len(listed) > 0
 	}, 30*time.Second, 200*time.Millisecond)
 	require.Equal(t, id, listed[0].ID)
+	require.Equal(t, "Completed", listed[0].Status)
+	require.Equal(t, 1, listed[0].Round, "the round search attribute")
+	require.Equal(t, workflows.StageSummary, listed[0].Stage, "the stage search attribute")
 
 	// A run that is cancelled.
 	id2 := id + "-c"
