@@ -51,23 +51,40 @@ type pool struct {
 	// last chunk is finished.
 	mu     sync.Mutex
 	closed bool
-	gen    uint32          // calls so far, under mu
-	wake   []chan struct{} // one per background worker, buffered: a pending wake-up
-	task   task            // the current call's work, written before claim is published
+	gen    uint32    // calls so far, under mu
+	wake   []*signal // one per background worker
+	task   task      // the current call's work, written before claim is published
 	// claim packs (generation, chunk count, next unclaimed chunk) so that one CAS both
 	// checks a worker is still looking at the current call and takes a chunk of it.
 	claim    atomic.Uint64
-	finished atomic.Int64  // chunks of the current call finished
-	done     chan struct{} // the goroutine finishing the last chunk sends once
+	finished atomic.Int64 // chunks of the current call finished
+	done     *signal      // notified by a worker that finishes a call's last chunk
 
 	panicMu  sync.Mutex
 	panicked any // first panic value of the current call's chunks, re-raised by its caller
 
 	bufs   []*gemmBuf // packing buffers of the caller (0) and workers 1..n-1
 	shared []float32  // op(B) packed once for all row chunks of an Sgemm, under mu
+	ownHW  highWater  // sizes bufs grow to
+	ownVer int64      // ownHW.ver when bufs were last fitted to it, under mu
+
+	// alone holds the packing buffers of Sgemm calls that run alone while another call
+	// owns the workers: above all, calls made from inside a Parallel fn, at most one per
+	// worker at a time, so there is one slot per worker. A call takes a free slot with
+	// one CAS; the slots grow to the largest block any of them has needed (aloneHW), so
+	// whichever slot a nested call gets, it needs no new memory once warm.
+	alone    []aloneSlot
+	aloneHW  highWater
+	aloneVer atomic.Int64 // aloneHW.ver when the idle slots were last fitted to it
 
 	spareMu sync.Mutex
-	spare   []*gemmBuf // buffers for calls that run alone while the workers are busy
+	spare   []*gemmBuf // overflow: more calls running alone at once than slots
+}
+
+// aloneSlot is one packing arena for calls that run alone.
+type aloneSlot struct {
+	busy atomic.Bool
+	buf  gemmBuf
 }
 
 // task is one call's work cut into chunks: either a Parallel fn over [0,n) or one Sgemm.
@@ -97,15 +114,21 @@ func NewPool(n int, opts ...Option) *Pool {
 	p := &pool{
 		workers: n,
 		kern:    selectKernel(cfg.kernel),
-		wake:    make([]chan struct{}, n-1),
-		done:    make(chan struct{}, 1),
+		wake:    make([]*signal, n-1),
 		bufs:    make([]*gemmBuf, n),
+		alone:   make([]aloneSlot, n),
+	}
+	if n > 1 {
+		p.done = newSignal()
 	}
 	for i := range p.bufs {
-		p.bufs[i] = &gemmBuf{}
+		p.bufs[i] = &gemmBuf{hw: &p.ownHW}
+	}
+	for i := range p.alone {
+		p.alone[i].buf.hw = &p.aloneHW
 	}
 	for i := range p.wake {
-		p.wake[i] = make(chan struct{}, 1)
+		p.wake[i] = newSignal()
 		go p.worker(p.bufs[i+1], p.wake[i])
 	}
 	h := &Pool{p}
@@ -131,23 +154,32 @@ func (p *pool) close() {
 	}
 	p.closed = true
 	for _, w := range p.wake {
-		close(w)
+		w.close()
+	}
+	if p.done != nil {
+		// No call is running (mu is held), so nobody waits on done.
+		p.done.close()
+		p.done.closeRead()
 	}
 }
 
-func (p *pool) worker(buf *gemmBuf, wake <-chan struct{}) {
-	for range wake {
-		p.work(buf)
+func (p *pool) worker(buf *gemmBuf, wake *signal) {
+	defer wake.closeRead()
+	for wake.wait() {
+		if p.work(buf) {
+			p.done.notify()
+		}
 	}
 }
 
-// work claims and runs chunks of the current call until none is left.
-func (p *pool) work(buf *gemmBuf) {
+// work claims and runs chunks of the current call until none is left. It reports
+// whether it finished the call's last chunk.
+func (p *pool) work(buf *gemmBuf) (last bool) {
 	for {
 		v := p.claim.Load()
 		next, chunks := int(v&0xffff), int(v>>16&0xffff)
 		if next >= chunks {
-			return
+			return last
 		}
 		if !p.claim.CompareAndSwap(v, v+1) {
 			continue
@@ -155,7 +187,7 @@ func (p *pool) work(buf *gemmBuf) {
 		// The call cannot finish before this chunk does, so its task stays put.
 		p.runChunkRecover(next, buf)
 		if p.finished.Add(1) == int64(chunks) {
-			p.done <- struct{}{}
+			last = true
 		}
 	}
 }
@@ -188,13 +220,11 @@ func (p *pool) dispatch(chunks int) {
 	p.finished.Store(0)
 	p.claim.Store(uint64(p.gen)<<32 | uint64(chunks)<<16)
 	for _, w := range p.wake[:min(len(p.wake), chunks-1)] {
-		select {
-		case w <- struct{}{}:
-		default: // a wake-up is already pending; that worker will look at this call
-		}
+		w.notify() // a worker with a wake-up already pending looks at this call too
 	}
-	p.work(p.bufs[0])
-	<-p.done
+	if !p.work(p.bufs[0]) {
+		p.done.wait() // a worker finishes the last chunk and notifies
+	}
 }
 
 // failed reports whether a chunk of the current call has panicked.
@@ -207,6 +237,7 @@ func (p *pool) failed() bool {
 // finish ends a call: it clears the task, releases mu and re-raises a chunk's panic.
 func (p *pool) finish() {
 	p.task = task{}
+	p.fitOwn()
 	p.panicMu.Lock()
 	pv := p.panicked
 	p.panicked = nil
@@ -283,19 +314,54 @@ func (p *pool) parallel(n int, fn func(lo, hi int)) {
 	p.run(chunks)
 }
 
-// takeSpare returns packing buffers for a call that runs outside the workers.
-func (p *pool) takeSpare() *gemmBuf {
+// fitOwn grows the workers' buffers to the largest blocks any of them has needed, once
+// per rise of the marks. It is called with mu held at the end of a call, when no chunk
+// is using them.
+func (p *pool) fitOwn() {
+	if v := p.ownHW.ver.Load(); v != p.ownVer {
+		p.ownVer = v
+		for _, b := range p.bufs {
+			b.fit()
+		}
+	}
+}
+
+// takeAlone returns packing buffers for a call that runs while another owns the
+// workers, and the slot to give back to putAlone (-1: an overflow buffer).
+func (p *pool) takeAlone() (*gemmBuf, int) {
+	for i := range p.alone {
+		if p.alone[i].busy.CompareAndSwap(false, true) {
+			return &p.alone[i].buf, i
+		}
+	}
+	// More calls than workers run alone at once: only callers from several goroutines
+	// outside the pool get here.
 	p.spareMu.Lock()
 	defer p.spareMu.Unlock()
 	if k := len(p.spare); k > 0 {
 		b := p.spare[k-1]
 		p.spare = p.spare[:k-1]
-		return b
+		return b, -1
 	}
-	return &gemmBuf{}
+	return &gemmBuf{hw: &p.aloneHW}, -1
 }
 
-func (p *pool) putSpare(b *gemmBuf) {
+func (p *pool) putAlone(b *gemmBuf, slot int) {
+	if slot >= 0 {
+		// A slot that was busy while another call fitted the idle ones fits itself.
+		b.fit()
+		p.alone[slot].busy.Store(false)
+		if v := p.aloneHW.ver.Load(); p.aloneVer.Load() != v {
+			p.aloneVer.Store(v)
+			for i := range p.alone {
+				if s := &p.alone[i]; s.busy.CompareAndSwap(false, true) {
+					s.buf.fit()
+					s.busy.Store(false)
+				}
+			}
+		}
+		return
+	}
 	p.spareMu.Lock()
 	p.spare = append(p.spare, b)
 	p.spareMu.Unlock()

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"runtime"
+	"sync/atomic"
 )
 
 // microKernel is one register-tile routine plus the cache blocking chosen for it.
@@ -26,17 +27,56 @@ type gemmBuf struct {
 	tmp  [maxTile]float32 // edge tiles are computed here, then added into C
 	acc  []float32        // one-row products: a panel of accumulators (gemvRow)
 	one  [1]float32
+	// hw is shared by the buffers of one arena. A buffer that must grow grows to the
+	// largest size any of them has needed: which buffer a chunk or a nested call gets
+	// depends on timing, and one that had only seen small blocks would otherwise
+	// allocate whenever it first met a larger one, however long the run had been warm.
+	hw *highWater
+}
+
+// highWater holds the largest sizes needed so far by the buffers of one arena, and
+// how many times they rose (ver): the pool then grows its idle buffers to them, so a
+// buffer that a late-starting worker rarely gets does not allocate in a warm run.
+type highWater struct{ a, b, acc, ver atomic.Int64 }
+
+// raise records in x, a field of hw, that n floats are needed and returns the size to
+// allocate: the largest need seen, never less than n.
+func (hw *highWater) raise(x *atomic.Int64, n int) int {
+	for {
+		c := x.Load()
+		if int64(n) <= c {
+			return int(c)
+		}
+		if x.CompareAndSwap(c, int64(n)) {
+			hw.ver.Add(1)
+			return n
+		}
+	}
+}
+
+// fit grows g's buffers to its arena's high-water marks. The caller owns g.
+func (g *gemmBuf) fit() {
+	if n := int(g.hw.a.Load()); len(g.a) < n {
+		g.a = make([]float32, n)
+	}
+	if n := int(g.hw.b.Load()); len(g.b) < n {
+		g.b = make([]float32, n)
+	}
+	if n := int(g.hw.acc.Load()); len(g.acc) < n {
+		g.acc = make([]float32, n)
+	}
 }
 
 // maxTile bounds mr*nr over all micro-kernels.
 const maxTile = 8 * 32
 
+// ensure makes a and b hold at least na and nb floats. They only ever grow.
 func (g *gemmBuf) ensure(na, nb int) {
 	if len(g.a) < na {
-		g.a = make([]float32, na)
+		g.a = make([]float32, g.hw.raise(&g.hw.a, na))
 	}
 	if len(g.b) < nb {
-		g.b = make([]float32, nb)
+		g.b = make([]float32, g.hw.raise(&g.hw.b, nb))
 	}
 }
 
@@ -130,12 +170,13 @@ func (p *pool) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	if p.mu.TryLock() {
 		// Workers idle (or closed): borrow the caller's buffers.
 		g.runChunk(kern, 0, 1, p.bufs[0])
+		p.fitOwn()
 		p.mu.Unlock()
 		return
 	}
-	buf := p.takeSpare()
+	buf, slot := p.takeAlone()
 	g.runChunk(kern, 0, 1, buf)
-	p.putSpare(buf)
+	p.putAlone(buf, slot)
 }
 
 // minChunk is the fewest rows or columns of C worth a chunk of their own.
@@ -312,7 +353,7 @@ func gemvRow(kern *microKernel, buf *gemmBuf, transA bool, n, k int, alpha float
 	}
 	buf.ensure(na, kcb*8)
 	if w := min(nS, rowPanel); len(buf.acc) < w {
-		buf.acc = make([]float32, w)
+		buf.acc = make([]float32, buf.hw.raise(&buf.hw.acc, w))
 	}
 	buf.one[0] = 1
 	if transA {
