@@ -279,6 +279,10 @@ type pulse struct {
 	done chan struct{}
 }
 
+// pulseEvery is how often a pulse heartbeats; the SDK batches heartbeats to at most one
+// per 80% of the heartbeat timeout, so this only needs to be well below that.
+const pulseEvery = 2 * time.Second
+
 // startPulse starts heartbeating p every interval until Stop.
 func startPulse(ctx context.Context, p workflows.Progress, interval time.Duration) *pulse {
 	pl := &pulse{last: p, stop: make(chan struct{}), done: make(chan struct{})}

@@ -29,6 +29,8 @@ func (a *Activities) Annotate(ctx context.Context, req workflows.AnnotateRequest
 	if err != nil {
 		return workflows.AnnotateResult{}, err
 	}
+	pl := startPulse(ctx, workflows.Progress{Stage: datastore.StageAnnotate}, pulseEvery)
+	defer pl.Stop()
 	if st.Status != datastore.StatusCompleted {
 		switch req.Kind {
 		case workflows.AnnotatorSimulated:

@@ -41,6 +41,8 @@ func (a *Activities) Average(ctx context.Context, req workflows.AverageRequest) 
 	if st.Status == datastore.StatusCompleted && st.OutputArtifactID != "" {
 		return workflows.ModelResult{ArtifactID: st.OutputArtifactID}, nil
 	}
+	pl := startPulse(ctx, workflows.Progress{Stage: datastore.StageAverage}, pulseEvery)
+	defer pl.Stop()
 	dirs := make([]string, len(req.Inputs))
 	for i, id := range req.Inputs {
 		if dirs[i], err = a.modelDir(ctx, id); err != nil {

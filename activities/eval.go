@@ -41,6 +41,8 @@ func (a *Activities) Evaluate(ctx context.Context, req workflows.EvalRequest) (w
 			return workflows.EvalResult{Metrics: out}, nil
 		}
 	}
+	pl := startPulse(ctx, workflows.Progress{Stage: datastore.StageEval}, pulseEvery)
+	defer pl.Stop()
 	dir, err := a.modelDir(ctx, req.Model)
 	if err != nil {
 		return workflows.EvalResult{}, a.finishFailed(ctx, st.ID, err)

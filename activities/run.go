@@ -67,7 +67,7 @@ func (a *Activities) StartRun(ctx context.Context, req workflows.StartRunRequest
 			return workflows.Plan{}, err
 		}
 	}
-	hb := 30 * time.Second
+	hb := 10 * time.Second // cancellation arrives within ~8 s (heartbeats go out every 80% of it)
 	if in.HeartbeatTimeout != "" {
 		hb, _ = time.ParseDuration(in.HeartbeatTimeout) // validated above
 	}

@@ -29,6 +29,8 @@ func (a *Activities) SampleShard(ctx context.Context, req workflows.SampleReques
 	if err != nil {
 		return workflows.SampleResult{}, err
 	}
+	pl := startPulse(ctx, workflows.Progress{Stage: datastore.StageSampling}, pulseEvery)
+	defer pl.Stop()
 	all, err := a.trainPrompts(ctx, n)
 	if err != nil {
 		return workflows.SampleResult{}, a.finishFailed(ctx, st.ID, err)

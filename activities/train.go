@@ -78,7 +78,7 @@ func (a *Activities) train(ctx context.Context, sr stageRun, body trainBody) (wo
 		return workflows.ModelResult{}, a.finishFailed(ctx, st.ID, err)
 	}
 
-	pl := startPulse(ctx, workflows.Progress{Stage: sr.key.Kind, CheckpointStep: int(st.CheckpointStep), CheckpointDir: runDir, CheckpointHost: host}, 2*time.Second)
+	pl := startPulse(ctx, workflows.Progress{Stage: sr.key.Kind, CheckpointStep: int(st.CheckpointStep), CheckpointDir: runDir, CheckpointHost: host}, pulseEvery)
 	defer pl.Stop()
 	var mu sync.Mutex
 	var pending []datastore.Metric

@@ -113,7 +113,7 @@ type RunInput struct {
 	// "72h"); "" waits forever.
 	AnnotationTimeout string `json:"annotation_timeout,omitempty"`
 	// HeartbeatTimeout is the heartbeat timeout of long activities (Go duration, ""
-	// = 30s): how fast a lost worker is noticed and a cancellation reaches the work.
+	// = 10s): how fast a lost worker is noticed and a cancellation reaches the work.
 	HeartbeatTimeout string `json:"heartbeat_timeout,omitempty"`
 }
 

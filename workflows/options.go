@@ -17,7 +17,7 @@ const (
 	samplingTimeout    = 6 * time.Hour
 	annotateTimeout    = 6 * time.Hour
 	// defaultHeartbeat is used before the plan (which may override it) is known.
-	defaultHeartbeat = 30 * time.Second
+	defaultHeartbeat = 10 * time.Second
 	maxAttempts      = 5
 )
 
