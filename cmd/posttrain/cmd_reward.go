@@ -174,35 +174,21 @@ the end and on Ctrl-C; --resume continues that run bit-exactly.`,
 			bar := newTrainBar(cmd.ErrOrStderr(), cfg.Steps)
 			_, res, err := reward.Train(ctx, cfg, env.model, train, val, reward.Hooks{Progress: bar.update})
 			bar.finish()
-			if err == nil || res.Steps > res.StartStep {
-				if perr := printRewardTrainResult(cmd.OutOrStdout(), g.jsonOut, res); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+			return finishStage(err, res.Steps > res.StartStep, func() error { return printRewardTrainResult(cmd.OutOrStdout(), g.jsonOut, res) })
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "starting model directory: causal LM or reward model (ignored with --resume)")
 	f.StringVar(&trainPath, "train", "", "training preference rows (JSONL)")
 	f.StringVar(&valPath, "val", "", "held-out preference rows evaluated before, during and after training (JSONL)")
-	f.StringVar(&cfg.OutDir, "out", "", "output directory for checkpoints (model + trainer state)")
-	f.BoolVar(&cfg.Resume, "resume", false, "continue the run saved in --out")
-	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "total optimizer steps")
+	stageRunFlags{&cfg.OutDir, &cfg.Resume, &cfg.Steps, &cfg.Accum, &cfg.CheckpointEvery}.add(f, "model", "continue the run saved in --out")
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "preference rows per micro-batch (each response is one sequence)")
-	f.IntVar(&cfg.Accum, "accum", cfg.Accum, "micro-batches accumulated per step")
-	f.Float64Var(&cfg.Schedule.PeakLR, "lr", cfg.Schedule.PeakLR, "peak learning rate")
-	f.IntVar(&cfg.Schedule.WarmupSteps, "warmup", cfg.Schedule.WarmupSteps, "linear warmup steps")
-	f.Float64Var(&cfg.Schedule.MinLRRatio, "min-lr-ratio", cfg.Schedule.MinLRRatio, "final learning rate as a fraction of --lr")
-	f.StringVar(&cfg.Schedule.Decay, "decay", cfg.Schedule.Decay, "learning-rate decay after warmup: cosine, linear or constant")
-	f.Float64Var(&cfg.AdamW.WeightDecay, "weight-decay", cfg.AdamW.WeightDecay, "decoupled weight decay (2-D weights only)")
-	f.Float64Var(&cfg.AdamW.ClipNorm, "clip", cfg.AdamW.ClipNorm, "global gradient-norm clip (0 disables)")
+	addStageOptimFlags(f, &cfg.Schedule, &cfg.AdamW)
 	f.StringVar(&margin, "margin", string(reward.MarginNone), "pair margin: none, llama2, llama2-large or field")
 	f.Float64Var(&cfg.Centering, "centering", 0, "reward-centering coefficient eta (0: off)")
 	f.StringVar(&weighting, "weighting", "per-pair", "loss weighting: per-pair (mean over pairs) or per-row (each row weight 1)")
 	f.Float64Var(&cfg.SimilarityThreshold, "similarity-threshold", cfg.SimilarityThreshold, "drop pairs whose token similarity is >= this (0: keep all)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the data order and the new score head")
-	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "save every N steps (0: only at the end)")
 	f.IntVar(&cfg.EvalEvery, "eval-every", 0, "evaluate --val every N steps (0: before and after only)")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	return cmd

@@ -119,28 +119,19 @@ after training (and every --eval-every steps).` + configNote,
 				},
 			})
 			bar.finish()
-			if err == nil || res.Steps > res.StartStep {
-				if perr := printSFTTrain(cmd.OutOrStdout(), g.jsonOut, res); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+			return finishStage(err, res.Steps > res.StartStep, func() error { return printSFTTrain(cmd.OutOrStdout(), g.jsonOut, res) })
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "starting causal-LM checkpoint directory (default with --resume: --out)")
 	f.StringVar(&trainPath, "train", "", "training examples (JSONL)")
 	f.StringVar(&valPath, "val", "", "held-out examples for the validation loss (JSONL)")
-	f.StringVar(&cfg.OutDir, "out", "", "output directory for checkpoints (model + trainer state)")
-	f.BoolVar(&cfg.Resume, "resume", false, "continue the run saved in --out")
-	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "total optimizer steps")
+	stageRunFlags{&cfg.OutDir, &cfg.Resume, &cfg.Steps, &cfg.Accum, &cfg.CheckpointEvery}.add(f, "model", "continue the run saved in --out")
 	f.IntVar(&cfg.Batch, "batch", cfg.Batch, "rows per micro-batch")
-	f.IntVar(&cfg.Accum, "accum", cfg.Accum, "micro-batches accumulated per step")
 	f.IntVar(&cfg.SeqLen, "seq", 0, "packed row length in tokens (0: the model's context window)")
 	f.BoolVar(&cfg.Packing, "packing", false, "pack short examples into full rows (no attention across examples)")
 	f.BoolVar(&lastTurn, "last-turn-only", false, "train only the last assistant turn of multi-turn conversations")
 	f.IntVar(&cfg.EvalEvery, "eval-every", 0, "validation every N steps (0: before and after training only)")
-	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "save every N steps (0: only at the end)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the data order")
 	addStageOptimFlags(f, &cfg.Schedule, &cfg.AdamW)
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
@@ -345,23 +336,14 @@ nll_loss, rewards, margin, accuracy and the chosen log-prob.` + configNote,
 				},
 			})
 			bar.finish()
-			if err == nil || res.Steps > res.StartStep {
-				if perr := printDPOTrain(cmd.OutOrStdout(), g.jsonOut, res); perr != nil && err == nil {
-					err = perr
-				}
-			}
-			return err
+			return finishStage(err, res.Steps > res.StartStep, func() error { return printDPOTrain(cmd.OutOrStdout(), g.jsonOut, res) })
 		},
 	}
 	f := cmd.Flags()
 	d.add(f, &cfg.Options)
 	f.StringVar(&valPath, "val", "", "held-out preference pairs for validation metrics (JSONL)")
-	f.StringVar(&cfg.OutDir, "out", "", "output directory for checkpoints (policy + trainer state)")
-	f.BoolVar(&cfg.Resume, "resume", false, "continue the run saved in --out (give the same --policy/--reference)")
-	f.IntVar(&cfg.Steps, "steps", cfg.Steps, "total optimizer steps")
-	f.IntVar(&cfg.Accum, "accum", cfg.Accum, "micro-batches accumulated per step")
+	stageRunFlags{&cfg.OutDir, &cfg.Resume, &cfg.Steps, &cfg.Accum, &cfg.CheckpointEvery}.add(f, "policy", "continue the run saved in --out (give the same --policy/--reference)")
 	f.IntVar(&cfg.EvalEvery, "eval-every", 0, "validation every N steps (0: before and after training only)")
-	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "save every N steps (0: only at the end)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the pair order")
 	addStageOptimFlags(f, &cfg.Schedule, &cfg.AdamW)
 	return cmd
@@ -501,16 +483,6 @@ func parseFormattingIDs(s string, vocab int) ([]int32, error) {
 		return nil, errors.New("no token ids given")
 	}
 	return out, nil
-}
-
-// addStageOptimFlags registers the learning-rate schedule and AdamW flags.
-func addStageOptimFlags(f *pflag.FlagSet, s *trainer.Schedule, a *trainer.AdamWConfig) {
-	f.Float64Var(&s.PeakLR, "lr", s.PeakLR, "peak learning rate")
-	f.IntVar(&s.WarmupSteps, "warmup", s.WarmupSteps, "linear warmup steps")
-	f.Float64Var(&s.MinLRRatio, "min-lr-ratio", s.MinLRRatio, "final learning rate as a fraction of --lr")
-	f.StringVar(&s.Decay, "decay", s.Decay, "learning-rate decay after warmup: cosine, linear or constant")
-	f.Float64Var(&a.WeightDecay, "weight-decay", a.WeightDecay, "decoupled weight decay (2-D weights only)")
-	f.Float64Var(&a.ClipNorm, "clip", a.ClipNorm, "global gradient-norm clip (0 disables)")
 }
 
 func writeStageJSON(w io.Writer, v any) error {
