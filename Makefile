@@ -5,7 +5,7 @@ GO ?= go
 RACE_PKGS ?= ./kernels/... ./datastore/... ./artifacts/... ./sampling/... ./activities/... ./inference/...
 FUZZTIME ?= 5m
 
-.PHONY: all build test vet race fuzz fuzz-short faults bench demo e2e-ui clean
+.PHONY: all build test vet race fuzz fuzz-short faults faults-short bench demo e2e-ui clean
 
 all: build
 
@@ -32,6 +32,15 @@ fuzz:
 
 fuzz-short:
 	./scripts/fuzz.sh 3s
+
+# Fault injection: SIGKILL the worker during reward training, sampling and DPO; restart
+# PostgreSQL and the dev Temporal server mid-run; two pipelines on one worker. The short
+# form (reward-model kill, bad run inputs, secrets) runs in `go test ./...`.
+faults:
+	POSTTRAIN_FAULTS_LONG=1 $(GO) test -count=1 -v -timeout 40m ./faults/
+
+faults-short:
+	$(GO) test -count=1 -timeout 15m ./faults/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./kernels/ ./transformer/ ./inference/ ./sampling/ ./dpo/ ./reward/
