@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/assert"
@@ -41,7 +42,7 @@ func BenchmarkDPOTrainStep(b *testing.B) {
 func TestMeasureThroughput(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	m := tinyModel(t, pool, 1)
+	m := testmodel.Tiny(t, pool, 1)
 	before := append([]float32(nil), m.W.Data...)
 	o := ThroughputOptions{Batch: 2, PromptLen: 8, ResponseLen: 8, Steps: 2, Seed: 1}
 	r, err := MeasureThroughput(context.Background(), m, o)
@@ -50,7 +51,7 @@ func TestMeasureThroughput(t *testing.T) {
 	assert.Equal(t, 15, r.SeqTokens)
 	assert.Greater(t, r.PairsPerSec, 0.0)
 	assert.InDelta(t, r.PairsPerSec*2*15, r.TokensPerSec, 1e-6*r.TokensPerSec)
-	assert.Equal(t, bits(before), bits(m.W.Data), "the model is left unchanged")
+	assert.Equal(t, testmodel.Bits(before), testmodel.Bits(m.W.Data), "the model is left unchanged")
 
 	o.PromptLen = 300
 	_, err = MeasureThroughput(context.Background(), m, o)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/objectives"
 	"github.com/posttrain/posttrain/trainer"
@@ -108,9 +109,9 @@ func TestCheckPairsNamesTheBadRow(t *testing.T) {
 func TestEvaluateMatchesHandComputation(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	pairs := demoPairs(t, tok, 4, 5)
-	policy, ref := tinyModel(t, pool, 1), tinyModel(t, pool, 2)
+	policy, ref := testmodel.Tiny(t, pool, 1), testmodel.Tiny(t, pool, 2)
 
 	type seq struct{ pol, ref []float64 }
 	lp := make([][2]seq, len(pairs))
@@ -181,7 +182,7 @@ func TestEvaluateMatchesHandComputation(t *testing.T) {
 func TestMaskedFormattingTokenDoesNotMoveTheDPOLoss(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	pairs := demoPairs(t, tok, 6, 3)
 	alt := make([]Pair, len(pairs))
 	for i, p := range pairs {
@@ -192,7 +193,7 @@ func TestMaskedFormattingTokenDoesNotMoveTheDPOLoss(t *testing.T) {
 		alt[i].Chosen = c
 		require.True(t, alt[i].ChosenFmt[len(c)-1])
 	}
-	policy, ref := tinyModel(t, pool, 1), tinyModel(t, pool, 2)
+	policy, ref := testmodel.Tiny(t, pool, 1), testmodel.Tiny(t, pool, 2)
 	eval := func(ps []Pair, mask bool) objectives.DPOMetrics {
 		opts := DefaultOptions()
 		opts.MaskFormatting = mask
@@ -242,8 +243,8 @@ func TestMaskedFormattingTokenDoesNotMoveTheDPOLoss(t *testing.T) {
 func TestReferenceIsComputedOnceAndCached(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	pairs := demoPairs(t, testTokenizer(t), 8, 7)
-	ref := tinyModel(t, pool, 2)
+	pairs := demoPairs(t, testmodel.Tokenizer(t), 8, 7)
+	ref := testmodel.Tiny(t, pool, 2)
 	dir := t.TempDir()
 
 	first, info, err := ReferenceLogProbs(context.Background(), ref, pairs, true, 3, dir)
@@ -268,7 +269,7 @@ func TestReferenceIsComputedOnceAndCached(t *testing.T) {
 	_, info3, err := ReferenceLogProbs(context.Background(), ref, pairs, false, 3, dir)
 	require.NoError(t, err)
 	assert.False(t, info3.Hit, "masking is part of the key")
-	other := tinyModel(t, pool, 3)
+	other := testmodel.Tiny(t, pool, 3)
 	_, info4, err := ReferenceLogProbs(context.Background(), other, pairs, true, 3, dir)
 	require.NoError(t, err)
 	assert.False(t, info4.Hit, "the reference weights are part of the key")
@@ -306,10 +307,10 @@ func testConfig(steps int) Config {
 func TestDPOWidensTheMargin(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	train := demoPairs(t, tok, 10, 32)
 	val := demoPairs(t, tok, 11, 8)
-	sftModel := tinyModel(t, pool, 9)
+	sftModel := testmodel.Tiny(t, pool, 9)
 	cfg := testConfig(60)
 	var steps []objectives.DPOMetrics
 	m, res, err := Train(context.Background(), cfg, sftModel, sftModel, train, val, Hooks{
@@ -340,8 +341,8 @@ func TestDPOWidensTheMargin(t *testing.T) {
 func TestDPOResumeIsBitExact(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	pairs := demoPairs(t, testTokenizer(t), 12, 12)
-	base := tinyModel(t, pool, 9)
+	pairs := demoPairs(t, testmodel.Tokenizer(t), 12, 12)
+	base := testmodel.Tiny(t, pool, 9)
 	cfg := testConfig(6)
 	cfg.CacheDir = t.TempDir()
 
@@ -365,7 +366,7 @@ func TestDPOResumeIsBitExact(t *testing.T) {
 	resumed, res, err := Train(context.Background(), cfg, base, base, pairs, nil, Hooks{Progress: func(p trainer.Progress) { resumedLoss = append(resumedLoss, p.Loss) }})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.StartStep)
-	assert.Equal(t, bits(straight.W.Data), bits(resumed.W.Data))
+	assert.Equal(t, testmodel.Bits(straight.W.Data), testmodel.Bits(resumed.W.Data))
 	assert.Equal(t, straightLoss[2:], resumedLoss)
 
 	cfg.Objective.Beta = 0.5
@@ -380,12 +381,12 @@ func TestDPOResumeIsBitExact(t *testing.T) {
 func TestTrainGradientMatchesFiniteDifference(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	pairs := demoPairs(t, testTokenizer(t), 14, 4)
-	ref := tinyModel(t, pool, 2)
+	pairs := demoPairs(t, testmodel.Tokenizer(t), 14, 4)
+	ref := testmodel.Tiny(t, pool, 2)
 	for _, norm := range objectives.NLLNorms() {
 		for _, mask := range []bool{true, false} {
 			t.Run(string(norm)+map[bool]string{true: "/masked", false: "/unmasked"}[mask], func(t *testing.T) {
-				policy := tinyModel(t, pool, 1)
+				policy := testmodel.Tiny(t, pool, 1)
 				cfg := testConfig(1)
 				cfg.Objective = objectives.DPOOptions{Beta: 0.5, NLLCoef: 0.2, NLLNorm: norm}
 				cfg.MaskFormatting, cfg.Batch = mask, len(pairs)

@@ -7,19 +7,10 @@ import (
 
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/demotask"
-	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/tokenizer"
-	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/require"
 )
-
-// testTokenizer is the small Llama-3-style tokenizer shipped with the tokenizer tests.
-func testTokenizer(t testing.TB) *tokenizer.Tokenizer {
-	t.Helper()
-	tok, err := tokenizer.LoadFile("../tokenizer/testdata/tiny_llama3.json")
-	require.NoError(t, err)
-	return tok
-}
 
 // demoPairs are preferences of the bundled task rendered with the chat template: the
 // correct answer is chosen over a plausible mistake. Responses end with the end-of-turn
@@ -30,10 +21,7 @@ func demoPairs(t testing.TB, tok *tokenizer.Tokenizer, seed uint64, n int) []Pai
 	rng := rand.New(rand.NewPCG(seed, 7))
 	var rows []datasets.EncodedPreference
 	for i, it := range demotask.Generate(seed, demotask.Train, n) {
-		msgs := make([]tokenizer.Message, len(it.Prompt))
-		for j, m := range it.Prompt {
-			msgs[j] = tokenizer.Message{Role: m.Role, Content: m.Content}
-		}
+		msgs := testmodel.Messages(it.Prompt)
 		bad := demotask.Mistake(rng, it)
 		if bad == it.Answer {
 			bad = it.Answer + " maybe"
@@ -51,25 +39,6 @@ func demoPairs(t testing.TB, tok *tokenizer.Tokenizer, seed uint64, n int) []Pai
 	pairs, err := Pairs(rows, "")
 	require.NoError(t, err)
 	return pairs
-}
-
-// tinyModel is the tiny preset with seeded random weights.
-func tinyModel(t testing.TB, pool *kernels.Pool, seed uint64) *transformer.Model {
-	t.Helper()
-	cfg, err := transformer.Preset("tiny")
-	require.NoError(t, err)
-	m, err := transformer.New(cfg, pool)
-	require.NoError(t, err)
-	m.Init(seed)
-	return m
-}
-
-func bits(x []float32) []uint32 {
-	out := make([]uint32, len(x))
-	for i, v := range x {
-		out[i] = math.Float32bits(v)
-	}
-	return out
 }
 
 // softplus is log(1 + e^x), written stably.

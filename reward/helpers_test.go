@@ -8,19 +8,12 @@ import (
 
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/demotask"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/tokenizer"
 	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/require"
 )
-
-// testTokenizer is the small Llama-3-style tokenizer shipped with the tokenizer tests.
-func testTokenizer(t testing.TB) *tokenizer.Tokenizer {
-	t.Helper()
-	tok, err := tokenizer.LoadFile("../tokenizer/testdata/tiny_llama3.json")
-	require.NoError(t, err)
-	return tok
-}
 
 // newPool is a kernel pool closed with the test.
 func newPool(t testing.TB, n int) *kernels.Pool {
@@ -30,22 +23,11 @@ func newPool(t testing.TB, n int) *kernels.Pool {
 	return p
 }
 
-// tinyLM is the tiny preset causal LM with seeded random weights.
-func tinyLM(t testing.TB, pool *kernels.Pool, seed uint64) *transformer.Model {
-	t.Helper()
-	cfg, err := transformer.Preset("tiny")
-	require.NoError(t, err)
-	m, err := transformer.New(cfg, pool)
-	require.NoError(t, err)
-	m.Init(seed)
-	return m
-}
-
 // tinyRM is a reward model on the tiny preset's random backbone, with a random score
 // head so that rewards differ from the start.
 func tinyRM(t testing.TB, pool *kernels.Pool, seed uint64) *transformer.Model {
 	t.Helper()
-	m, err := FromCausalLM(tinyLM(t, pool, seed), seed, 0.5)
+	m, err := FromCausalLM(testmodel.Tiny(t, pool, seed), seed, 0.5)
 	require.NoError(t, err)
 	return m
 }
@@ -76,10 +58,7 @@ func demoPreferences(t testing.TB, tok *tokenizer.Tokenizer, seed uint64, split 
 		if rej == it.Answer {
 			rej = "The answer is " + it.Answer
 		}
-		msgs := make([]tokenizer.Message, len(it.Prompt))
-		for j, m := range it.Prompt {
-			msgs[j] = tokenizer.Message{Role: m.Role, Content: m.Content}
-		}
+		msgs := testmodel.Messages(it.Prompt)
 		p := datasets.Preference{
 			Prompt:   datasets.Text{Messages: msgs, Form: datasets.FormMessages},
 			Chosen:   datasets.Text{String: it.Answer, Form: datasets.FormString},
@@ -132,11 +111,3 @@ func concat(a, b []int32) []int32 { return append(append([]int32{}, a...), b...)
 
 // negLogSigmoid is -log sigmoid(x) in float64.
 func negLogSigmoid(x float64) float64 { return math.Log1p(math.Exp(-x)) }
-
-func bits(x []float32) []uint32 {
-	out := make([]uint32, len(x))
-	for i, v := range x {
-		out[i] = math.Float32bits(v)
-	}
-	return out
-}

@@ -9,6 +9,7 @@ import (
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/demotask"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/objectives"
 	"github.com/posttrain/posttrain/trainer"
 	"github.com/stretchr/testify/assert"
@@ -166,11 +167,11 @@ func TestGradientMatchesFiniteDifference(t *testing.T) {
 }
 
 func TestLearnsSyntheticPreference(t *testing.T) {
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	train := demoPreferences(t, tok, 1, demotask.Train, 320)
 	val := demoPreferences(t, tok, 2, demotask.Eval, 64)
 	pool := newPool(t, 2)
-	lm := tinyLM(t, pool, 9)
+	lm := testmodel.Tiny(t, pool, 9)
 	m, err := FromCausalLM(lm, 9, 0.02)
 	require.NoError(t, err)
 	cfg := DefaultConfig()
@@ -186,7 +187,7 @@ func TestLearnsSyntheticPreference(t *testing.T) {
 	assert.Less(t, res.Val.Loss, res.ValBefore.Loss)
 	assert.Equal(t, 64, res.Val.N)
 	// Train leaves its input unchanged and returns a different model.
-	assert.NotEqual(t, bits(m.W.Data), bits(out.W.Data))
+	assert.NotEqual(t, testmodel.Bits(m.W.Data), testmodel.Bits(out.W.Data))
 	// Evaluate on the returned model gives the same metrics as the final validation.
 	ev, rewards, err := Evaluate(context.Background(), out, val, EvalOptions{Batch: 5})
 	require.NoError(t, err)
@@ -329,7 +330,7 @@ func TestScoreMatchesPerRowForward(t *testing.T) {
 	require.ErrorContains(t, err, "sequence 1 is empty")
 	_, err = sc.Score(context.Background(), []datasets.Sequence{{Prompt: make([]int32, 65)}})
 	require.ErrorContains(t, err, "longer than the limit of 64")
-	_, err = Score(context.Background(), tinyLM(t, pool, 1), seqs, 4)
+	_, err = Score(context.Background(), testmodel.Tiny(t, pool, 1), seqs, 4)
 	require.ErrorContains(t, err, "LlamaForSequenceClassification")
 }
 
@@ -393,12 +394,12 @@ func TestResumeIsBitExact(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.StartStep)
 	assert.Equal(t, 6, res.Steps)
-	assert.Equal(t, bits(want.W.Data), bits(got.W.Data), "resumed weights differ from a straight run")
+	assert.Equal(t, testmodel.Bits(want.W.Data), testmodel.Bits(got.W.Data), "resumed weights differ from a straight run")
 
 	// The saved checkpoint loads as the trained reward model.
 	saved, err := checkpoint.Load(context.Background(), cut.OutDir, pool)
 	require.NoError(t, err)
-	assert.Equal(t, bits(got.W.Data), bits(saved.W.Data))
+	assert.Equal(t, testmodel.Bits(got.W.Data), testmodel.Bits(saved.W.Data))
 	assert.True(t, saved.Config.IsSequenceClassifier())
 
 	// Resuming with different data is refused.
@@ -412,7 +413,7 @@ func TestResumeIsBitExact(t *testing.T) {
 
 func TestFromCausalLMKeepsTheBackbone(t *testing.T) {
 	pool := newPool(t, 1)
-	lm := tinyLM(t, pool, 4)
+	lm := testmodel.Tiny(t, pool, 4)
 	m, err := FromCausalLM(lm, 1, 0)
 	require.NoError(t, err)
 	assert.True(t, m.Config.IsSequenceClassifier())
@@ -424,7 +425,7 @@ func TestFromCausalLMKeepsTheBackbone(t *testing.T) {
 		}
 		src, ok := lm.W.Lookup(tt.Name)
 		require.True(t, ok, tt.Name)
-		assert.Equal(t, bits(src.Data), bits(tt.Data), tt.Name)
+		assert.Equal(t, testmodel.Bits(src.Data), testmodel.Bits(tt.Data), tt.Name)
 	}
 	_, ok := m.W.Lookup("lm_head.weight")
 	assert.False(t, ok)
@@ -468,7 +469,7 @@ func TestBadInput(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
-	_, _, err := Train(context.Background(), DefaultConfig(), tinyLM(t, pool, 1), good, nil, Hooks{})
+	_, _, err := Train(context.Background(), DefaultConfig(), testmodel.Tiny(t, pool, 1), good, nil, Hooks{})
 	require.ErrorContains(t, err, "not a LlamaForSequenceClassification")
 	_, _, err = Evaluate(context.Background(), m, nil, EvalOptions{})
 	require.ErrorContains(t, err, "no rows")

@@ -8,17 +8,11 @@ import (
 	"testing"
 
 	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/tokenizer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-func testTokenizer(t *testing.T) *tokenizer.Tokenizer {
-	t.Helper()
-	tok, err := tokenizer.LoadFile("../tokenizer/testdata/tiny_llama3.json")
-	require.NoError(t, err)
-	return tok
-}
 
 const promptsFile = `{"id": "a", "prompt": "Name a prime."}
 {"prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Add 2 and 3."}]}
@@ -35,7 +29,7 @@ func readPrompts(t *testing.T) []datasets.Prompt {
 }
 
 func TestEncodePrompts(t *testing.T) {
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	rows := readPrompts(t)
 	enc := datasets.Encoder{Tok: tok}
 	plain, err := EncodePrompts(rows, enc, nil)
@@ -76,7 +70,7 @@ func TestEncodePrompts(t *testing.T) {
 
 func TestSelectedRowsAreSFTRows(t *testing.T) {
 	e := newEnv(t)
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	prompts, err := EncodePrompts(readPrompts(t), datasets.Encoder{Tok: tok}, []string{"Be kind."})
 	require.NoError(t, err)
 	o := baseOpts()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/tokenizer"
 	"github.com/posttrain/posttrain/trainer"
@@ -17,7 +18,7 @@ import (
 func TestCheckRowsNamesTheBadRow(t *testing.T) {
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	cfg := tinyModel(t, pool, 1).Config
+	cfg := testmodel.Tiny(t, pool, 1).Config
 	long := make([]int32, cfg.MaxPositionEmbeddings+1)
 	longMask := make([]bool, len(long))
 	longMask[len(long)-1] = true
@@ -52,9 +53,9 @@ func TestCheckRowsNamesTheBadRow(t *testing.T) {
 func TestLossIgnoresPromptTokens(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	rows := demoRows(t, tok, 3, 2)
-	m := tinyModel(t, pool, 11)
+	m := testmodel.Tiny(t, pool, 11)
 	l := unpackedLayout(rows)
 	groups := []int{0, 1}
 	tt := l.maxWidth(groups)
@@ -124,8 +125,8 @@ func TestLossIgnoresPromptTokens(t *testing.T) {
 func TestPackingMatchesUnpacked(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	rows := demoRows(t, testTokenizer(t), 5, 6)
-	m := tinyModel(t, pool, 13)
+	rows := demoRows(t, testmodel.Tokenizer(t), 5, 6)
+	m := testmodel.Tiny(t, pool, 13)
 
 	unpacked, err := Evaluate(context.Background(), m, rows)
 	require.NoError(t, err)
@@ -164,7 +165,7 @@ func TestPackingMatchesUnpacked(t *testing.T) {
 }
 
 func TestLastTurnOnlyTrainsFewerTokens(t *testing.T) {
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	msgs := []tokenizer.Message{
 		{Role: "user", Content: "two plus two"}, {Role: "assistant", Content: "four"},
 		{Role: "user", Content: "and three more"}, {Role: "assistant", Content: "seven"},
@@ -193,10 +194,10 @@ func testConfig(steps int) Config {
 func TestSFTLowersValidationLossAndLearnsToStop(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	train := demoRows(t, tok, 1, 48)
 	val := demoRows(t, tok, 99, 8)
-	base := tinyModel(t, pool, 3)
+	base := testmodel.Tiny(t, pool, 3)
 	cfg := testConfig(60)
 	if testing.Short() {
 		cfg.Steps = 25
@@ -241,9 +242,9 @@ func TestSFTLowersValidationLossAndLearnsToStop(t *testing.T) {
 func TestResumeIsBitExact(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	tok := testTokenizer(t)
+	tok := testmodel.Tokenizer(t)
 	train := demoRows(t, tok, 2, 16)
-	base := tinyModel(t, pool, 4)
+	base := testmodel.Tiny(t, pool, 4)
 	cfg := testConfig(8)
 	cfg.CheckpointEvery = 100
 
@@ -271,12 +272,12 @@ func TestResumeIsBitExact(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.StartStep)
 	assert.Equal(t, 8, res.Steps)
-	assert.Equal(t, bits(straight.W.Data), bits(resumed.W.Data), "weights")
+	assert.Equal(t, testmodel.Bits(straight.W.Data), testmodel.Bits(resumed.W.Data), "weights")
 	assert.Equal(t, straightLosses[3:], resumedLosses)
 
 	saved, err := checkpoint.Load(context.Background(), cfg.OutDir, pool)
 	require.NoError(t, err)
-	assert.Equal(t, bits(straight.W.Data), bits(saved.W.Data), "the final checkpoint holds the final weights")
+	assert.Equal(t, testmodel.Bits(straight.W.Data), testmodel.Bits(saved.W.Data), "the final checkpoint holds the final weights")
 	st, err := trainer.LoadState(cfg.OutDir)
 	require.NoError(t, err)
 	assert.Equal(t, 8, st.Step)
