@@ -202,6 +202,16 @@ func nucleus(idx []int32, w []float32, target float64) int {
 	return max(hi, 1)
 }
 
+// SelectTop reorders idx so that idx[:k] hold the indices of the k largest keys (in no
+// particular order), in expected linear time; the same input always gives the same order.
+// It is the top-k step of TokenSampler, for callers with their own sampling loop.
+func SelectTop(idx []int32, key []float32, k int) { selectTop(idx, key, k) }
+
+// Nucleus reorders idx and returns m such that idx[:m] is the smallest set of largest
+// weights w whose sum reaches target (at least one element), in expected linear time.
+// It is the top-p step of TokenSampler, for callers with their own sampling loop.
+func Nucleus(idx []int32, w []float32, target float64) int { return nucleus(idx, w, target) }
+
 // TokenSampler draws tokens from logits rows with the engine's sampling rules
 // (temperature, then top-k, then top-p, from one uniform number per draw). It owns
 // vocabulary-sized scratch, so each goroutine needs its own; drawing allocates nothing.

@@ -40,6 +40,7 @@
 // are not selected unless KeepTruncated; ties go to the lower sample index; with several
 // system prompts, each prompt's is picked by a hash of its ID.
 //
-// The token sampler (temperature, top-k, top-p) lives here because the inference
-// package does not export its own; see Params.
+// The token sampler (temperature, top-k, top-p) uses inference's top-k and top-p
+// selection but keeps its own draw, whose float64 weight total keeps earlier seeds'
+// samples unchanged; see tokenSampler.
 package sampling

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/posttrain/posttrain/inference"
 	"github.com/posttrain/posttrain/kernels/nn"
 )
 
-// Params are the per-token sampling controls. They mirror inference.Params, whose token
-// sampler is not exported; this package keeps its own so it can drive decode steps
-// itself (admission by memory, batches packing several prompts).
+// Params are the per-token sampling controls. They mirror inference.Params; this package
+// drives decode steps itself (admission by memory, batches packing several prompts) and
+// draws with its own tokenSampler (see there for why not inference.TokenSampler).
 type Params struct {
 	// Temperature divides the logits before softmax; 0 means greedy (argmax).
 	Temperature float64 `json:"temperature"`
@@ -58,7 +59,12 @@ func (p *Params) isStop(tok int32) bool {
 var errNonFinite = errors.New("non-finite logits")
 
 // tokenSampler draws tokens from logits; its scratch is sized to the vocabulary so a
-// draw allocates nothing. One sampler serves one goroutine.
+// draw allocates nothing. One sampler serves one goroutine. Its top-k and top-p
+// selection are inference's; it is not inference.TokenSampler because that one sums the
+// full-vocabulary weights in float32 (nn.ExpShift's total) where this one sums them in
+// float64, and the two totals differ in the last bits: the same seed would then draw a
+// different token in roughly 1 of 1,000 full-vocabulary draws, changing the candidates
+// that earlier runs (and resumed or sharded runs mixing versions) produced.
 type tokenSampler struct {
 	w   []float32 // unnormalised probabilities
 	idx []int32   // candidate token ids
@@ -92,7 +98,7 @@ func (s *tokenSampler) draw(logits []float32, p *Params, u float64) (int32, erro
 		cand[i] = int32(i)
 	}
 	if p.TopK > 0 && p.TopK < len(cand) {
-		topK(cand, logits, p.TopK)
+		inference.SelectTop(cand, logits, p.TopK)
 		cand = cand[:p.TopK]
 	}
 	inv := float32(1 / p.Temperature)
@@ -111,7 +117,7 @@ func (s *tokenSampler) draw(logits []float32, p *Params, u float64) (int32, erro
 		}
 	}
 	if p.TopP > 0 && p.TopP < 1 {
-		cand = cand[:nucleusSize(cand, s.w, p.TopP*total)]
+		cand = cand[:inference.Nucleus(cand, s.w, p.TopP*total)]
 		total = 0
 		for _, i := range cand {
 			total += float64(s.w[i])
@@ -126,85 +132,4 @@ func (s *tokenSampler) draw(logits []float32, p *Params, u float64) (int32, erro
 		}
 	}
 	return cand[len(cand)-1], nil
-}
-
-// split3 reorders ids by key around pivot into [> pivot | == pivot | < pivot] and
-// returns the ends of the first two parts.
-func split3(ids []int32, key []float32, pivot float32) (gtEnd, eqEnd int) {
-	lo, i, hi := 0, 0, len(ids)
-	for i < hi {
-		switch v := key[ids[i]]; {
-		case v > pivot:
-			ids[lo], ids[i] = ids[i], ids[lo]
-			lo++
-			i++
-		case v < pivot:
-			hi--
-			ids[i], ids[hi] = ids[hi], ids[i]
-		default:
-			i++
-		}
-	}
-	return lo, hi
-}
-
-// pivotOf picks the median of the first, middle and last keys (deterministic, so the
-// same logits always give the same candidate order and hence the same token).
-func pivotOf(ids []int32, key []float32) float32 {
-	a, b, c := key[ids[0]], key[ids[len(ids)/2]], key[ids[len(ids)-1]]
-	if a > b {
-		a, b = b, a
-	}
-	if b > c {
-		b = c
-	}
-	if a > b {
-		b = a
-	}
-	return b
-}
-
-// topK moves the k largest keys to ids[:k] (quickselect).
-func topK(ids []int32, key []float32, k int) {
-	lo, hi := 0, len(ids)
-	for hi-lo > 1 {
-		g, e := split3(ids[lo:hi], key, pivotOf(ids[lo:hi], key))
-		g, e = g+lo, e+lo
-		switch {
-		case k <= g:
-			hi = g
-		case k <= e:
-			return
-		default:
-			lo = e
-		}
-	}
-}
-
-// nucleusSize reorders ids and returns m such that ids[:m] are the fewest largest
-// weights whose sum reaches target (at least one).
-func nucleusSize(ids []int32, w []float32, target float64) int {
-	lo, hi := 0, len(ids)
-	need := target
-	for hi-lo > 1 {
-		g, e := split3(ids[lo:hi], w, pivotOf(ids[lo:hi], w))
-		g, e = g+lo, e+lo
-		var above float64
-		for _, i := range ids[lo:g] {
-			above += float64(w[i])
-		}
-		if above >= need {
-			hi = g
-			continue
-		}
-		need -= above
-		for j := g; j < e; j++ {
-			need -= float64(w[ids[j]])
-			if need <= 0 {
-				return j + 1
-			}
-		}
-		lo = e
-	}
-	return max(hi, 1)
 }
