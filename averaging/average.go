@@ -153,7 +153,7 @@ func average(ctx context.Context, out string, inputs []string, weights []float64
 	if err = streamSoup(ctx, filepath.Join(tmp, checkpoint.WeightsFile), ins, weights, res, opts.Progress); err != nil {
 		return nil, err
 	}
-	if err = swapIn(tmp, out, replace); err != nil {
+	if err = checkpoint.SwapDir(tmp, out, replace); err != nil {
 		return nil, fmt.Errorf("averaging: write %s: %w", out, err)
 	}
 	return res, nil
@@ -251,41 +251,10 @@ func checkOut(out string, overwrite bool) (bool, error) {
 	return true, nil
 }
 
-// swapIn renames tmp to dir; an existing dir is moved aside first and removed after, so
-// dir is at every instant either the old or the new complete model.
-func swapIn(tmp, dir string, replace bool) error {
-	if !replace {
-		return os.Rename(tmp, dir)
-	}
-	old := tmp + ".old"
-	if err := os.Rename(dir, old); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if rerr := os.Rename(old, dir); rerr != nil {
-			return fmt.Errorf("%w (and restoring the previous directory from %s failed: %v)", err, old, rerr)
-		}
-		return err
-	}
-	return os.RemoveAll(old)
-}
-
 // writeFile writes data to path and fsyncs it.
 func writeFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
+	if err := checkpoint.WriteFileSync(path, data); err != nil {
 		return fmt.Errorf("averaging: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("averaging: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("averaging: sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("averaging: close %s: %w", path, err)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	if tok != nil {
-		if err = writeFileSync(filepath.Join(tmp, TokenizerFile), tok); err != nil {
+		if err = WriteFileSync(filepath.Join(tmp, TokenizerFile), tok); err != nil {
 			return fmt.Errorf("save checkpoint %s: %w", dir, err)
 		}
 	}
@@ -113,7 +113,7 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 	if err = syncDir(tmp); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
-	if err = swapIn(tmp, dir, replace); err != nil {
+	if err = SwapDir(tmp, dir, replace); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	return syncDir(parent)
@@ -142,9 +142,10 @@ func checkTarget(dir string, overwrite bool) (exists bool, err error) {
 	return true, nil
 }
 
-// swapIn renames tmp to dir; an existing dir is first moved aside and removed after, so
-// at every instant dir is either the old or the new complete checkpoint.
-func swapIn(tmp, dir string, replace bool) error {
+// SwapDir renames the complete directory tmp to dir; with replace, the existing dir is
+// first moved aside and removed after (and put back if the rename fails), so at every
+// instant dir is either the old or the new complete checkpoint.
+func SwapDir(tmp, dir string, replace bool) error {
 	if !replace {
 		return os.Rename(tmp, dir)
 	}
@@ -406,7 +407,8 @@ func equalBits(a, b []float32) bool {
 	return true
 }
 
-func writeFileSync(path string, data []byte) error {
+// WriteFileSync writes data to path (created or truncated, mode 0644) and fsyncs it.
+func WriteFileSync(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
