@@ -8,7 +8,6 @@ import (
 
 	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
-	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -20,11 +19,7 @@ import (
 func BenchmarkDPOTrainStep(b *testing.B) {
 	pool := kernels.NewPool(runtime.NumCPU())
 	defer pool.Close()
-	cfg, err := transformer.Preset("bench")
-	require.NoError(b, err)
-	m, err := transformer.New(cfg, pool)
-	require.NoError(b, err)
-	m.Init(1)
+	m := testmodel.Preset(b, pool, "bench", 1)
 	o := DefaultThroughputOptions()
 	r, err := newBenchRun(context.Background(), m, o)
 	require.NoError(b, err)

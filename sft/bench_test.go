@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
-	"github.com/posttrain/posttrain/transformer"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,17 +19,13 @@ import (
 func BenchmarkSFTTrainStep(b *testing.B) {
 	pool := kernels.NewPool(runtime.NumCPU())
 	defer pool.Close()
-	cfg, err := transformer.Preset("bench")
-	require.NoError(b, err)
-	m, err := transformer.New(cfg, pool)
-	require.NoError(b, err)
-	m.Init(1)
+	m := testmodel.Preset(b, pool, "bench", 1)
 	rng := rand.New(rand.NewPCG(1, 2))
 	rows := make([]datasets.EncodedSFT, 256)
 	for i := range rows {
 		r := datasets.EncodedSFT{IDs: make([]int32, 65), Targets: make([]bool, 65)}
 		for j := range r.IDs {
-			r.IDs[j] = int32(rng.IntN(cfg.VocabSize))
+			r.IDs[j] = int32(rng.IntN(m.Config.VocabSize))
 			r.Targets[j] = j > 32
 		}
 		rows[i] = r

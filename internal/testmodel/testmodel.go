@@ -35,7 +35,13 @@ func Tokenizer(t testing.TB) *tokenizer.Tokenizer {
 // Tiny is the tiny preset causal LM on pool with weights initialised from seed.
 func Tiny(t testing.TB, pool *kernels.Pool, seed uint64) *transformer.Model {
 	t.Helper()
-	cfg, err := transformer.Preset("tiny")
+	return Preset(t, pool, "tiny", seed)
+}
+
+// Preset is the named preset's causal LM on pool with weights initialised from seed.
+func Preset(t testing.TB, pool *kernels.Pool, name string, seed uint64) *transformer.Model {
+	t.Helper()
+	cfg, err := transformer.Preset(name)
 	require.NoError(t, err)
 	m, err := transformer.New(cfg, pool)
 	require.NoError(t, err)
