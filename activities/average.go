@@ -12,8 +12,9 @@ import (
 	"github.com/posttrain/posttrain/workflows"
 )
 
-// Average builds the stage's model soup from its variants (uniform or weighted, per
-// the config) and records it with a "variant" lineage edge from each input.
+// Average builds the stage's model soup from its variants (uniform, weighted or greedy,
+// per the config) and records it with a "variant" lineage edge from each input (greedy:
+// from each kept input, see greedyAverage).
 func (a *Activities) Average(ctx context.Context, req workflows.AverageRequest) (workflows.ModelResult, error) {
 	cfg, err := a.config(ctx, req.RunID)
 	if err != nil {
@@ -57,22 +58,33 @@ func (a *Activities) Average(ctx context.Context, req workflows.AverageRequest) 
 		heartbeat(ctx, workflows.Progress{Stage: datastore.StageAverage, Step: done, Total: total})
 	}}
 	var res *averaging.Result
+	var greedy greedyOutcome
 	switch method {
 	case configs.AverageWeighted:
 		res, err = averaging.Weighted(ctx, out, dirs, weights, opts)
 	case configs.AverageUniform, "":
 		res, err = averaging.Uniform(ctx, out, dirs, opts)
+	case configs.AverageGreedy:
+		if greedy, err = a.greedyAverage(ctx, cfg, req, dirs, out, opts, pl); err == nil {
+			res = greedy.res
+		}
 	default:
-		err = invalid("%s.averaging %q: the pipeline averages uniform or weighted", req.Stage, method)
+		err = invalid("%s.averaging %q: not one of uniform, weighted, greedy", req.Stage, method)
 	}
 	if err != nil {
 		return workflows.ModelResult{}, a.finishFailed(ctx, st.ID, classify(fmt.Sprintf("average %s", req.Stage), err))
 	}
-	parents := make([][2]string, len(req.Inputs))
-	for i, id := range req.Inputs {
-		parents[i] = [2]string{"variant", id}
+	parents := greedy.parents
+	if parents == nil {
+		for _, id := range req.Inputs {
+			parents = append(parents, [2]string{"variant", id})
+		}
 	}
-	art, err := a.putModel(ctx, out, kind, key, st.ID, map[string]any{"stage": req.Stage, "method": string(res.Method), "weights": res.Weights}, parents)
+	meta := map[string]any{"stage": req.Stage, "method": string(res.Method), "weights": res.Weights}
+	for k, v := range greedy.meta {
+		meta[k] = v // greedy: the steps, and weights per input (0 for a dropped one)
+	}
+	art, err := a.putModel(ctx, out, kind, key, st.ID, meta, parents)
 	if err != nil {
 		return workflows.ModelResult{}, a.finishFailed(ctx, st.ID, err)
 	}

@@ -147,11 +147,6 @@ func (a *Activities) resolveConfig(ctx context.Context, req workflows.StartRunRe
 			return nil, invalid("annotator.file: %v", err)
 		}
 	}
-	for _, f := range []struct{ key, method string }{{"reward", cfg.Reward.Averaging}, {"sft", cfg.SFT.Averaging}, {"dpo", cfg.DPO.Averaging}} {
-		if f.method == configs.AverageGreedy {
-			return nil, invalid("%s.averaging greedy: the pipeline averages variants uniform or weighted; greedy soups need a held-out score (use posttrain average)", f.key)
-		}
-	}
 	base := cfg.Model.Base
 	if in.BaseModel != "" {
 		base = in.BaseModel

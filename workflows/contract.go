@@ -254,6 +254,10 @@ type AverageRequest struct {
 	Round  int      `json:"round"`
 	Stage  string   `json:"stage"`
 	Inputs []string `json:"inputs"`
+	// Reference is the DPO variants' reference model, which a greedy DPO soup scores
+	// against. Optional: "" (other stages, and histories from before the field) makes
+	// the activity read it from the variants' lineage.
+	Reference string `json:"reference,omitempty"`
 }
 
 // EvalRequest evaluates a stage's model (for DPO, against Reference).

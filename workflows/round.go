@@ -153,7 +153,7 @@ func (r *round) averageAndEvaluate(ctx workflow.Context, stage string, models []
 	model := models[0]
 	if len(models) > 1 {
 		var m ModelResult
-		req := AverageRequest{RunID: r.plan.RunID, Round: r.in.Round, Stage: stage, Inputs: models}
+		req := AverageRequest{RunID: r.plan.RunID, Round: r.in.Round, Stage: stage, Inputs: models, Reference: reference}
 		if err := workflow.ExecuteActivity(evalCtx(ctx, r.plan), ActAverage, req).Get(ctx, &m); err != nil {
 			return "", fmt.Errorf("average: %w", err)
 		}

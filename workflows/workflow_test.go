@@ -86,7 +86,7 @@ func (f *fakeActivities) TrainDPO(_ context.Context, r TrainRequest) (ModelResul
 }
 
 func (f *fakeActivities) Average(_ context.Context, r AverageRequest) (ModelResult, error) {
-	err := f.record(fmt.Sprintf("Average %s r%d %s", r.Stage, r.Round, strings.Join(r.Inputs, ",")), ActAverage, r)
+	err := f.record(fmt.Sprintf("Average %s r%d %s ref=%s", r.Stage, r.Round, strings.Join(r.Inputs, ","), r.Reference), ActAverage, r)
 	return ModelResult{ArtifactID: fmt.Sprintf("avg-%s-r%d", r.Stage, r.Round)}, err
 }
 
@@ -208,6 +208,9 @@ func TestRoundsRunStagesInOrderAndChainModels(t *testing.T) {
 		require.Contains(t, calls, fmt.Sprintf("Train reward r%d v1 init=base ref=", r))
 		require.Contains(t, calls, fmt.Sprintf("Train sft r%d v0 init=base ref=", r))
 		require.Contains(t, calls, fmt.Sprintf("Train dpo r%d v1 init=sft-r%d-v0 ref=sft-r%d-v0", r, r, r))
+		// The DPO soup gets the reference its greedy score needs; the reward soup none.
+		require.Contains(t, calls, fmt.Sprintf("Average dpo r%d dpo-r%d-v0,dpo-r%d-v1 ref=sft-r%d-v0", r, r, r, r))
+		require.Contains(t, calls, fmt.Sprintf("Average reward r%d reward-r%d-v0,reward-r%d-v1 ref=", r, r, r))
 		require.Contains(t, calls, fmt.Sprintf("Sample r%d shard 2/3 policy=%s rm=avg-reward-r%d", r, map[int]string{1: "base", 2: "avg-dpo-r1"}[r], r))
 	}
 	// Round chaining: round 2 samples with round 1's averaged DPO model, annotations
