@@ -200,7 +200,6 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	}
 
 	step := newTrainStep(m, grads, obj, train, ref, tr.State, cfg)
-	var evalErr error
 	start := time.Now()
 	progress := func(p trainer.Progress) {
 		sm := obj.Combine(step.parts...)
@@ -216,11 +215,9 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 		if hooks.Metrics != nil {
 			hooks.Metrics(p.Step, sm)
 		}
-		if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
-			evalErr = validate(p.Step)
-		}
 	}
-	th := pretrain.CheckpointHooks(progress, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
+	prog := pretrain.NewProgress(cfg.EvalEvery, validate, progress)
+	th := pretrain.CheckpointHooks(prog.Update, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
 	runErr := tr.Run(ctx, step.run, th)
 	res.Steps = tr.State.Step
 	res.ElapsedSec = time.Since(start).Seconds()
@@ -230,8 +227,8 @@ func Train(ctx context.Context, cfg Config, policy, reference *transformer.Model
 	if runErr != nil {
 		return m, res, fmt.Errorf("dpo: %w", runErr)
 	}
-	if evalErr != nil {
-		return m, res, fmt.Errorf("dpo: validation: %w", evalErr)
+	if prog.EvalErr != nil {
+		return m, res, fmt.Errorf("dpo: validation: %w", prog.EvalErr)
 	}
 	if res.Steps > res.StartStep {
 		if err := validate(res.Steps); err != nil {

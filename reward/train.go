@@ -176,22 +176,9 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 
 	step := &trainStep{sc: sc, grads: grads, bt: bt, rows: train, prep: prep, state: tr.State,
 		idx: make([]int, cfg.Batch), dOut: make([]float32, sc.MaxBatch()), rewards: make([]float64, sc.MaxBatch())}
-	res.FirstLoss, res.FinalLoss = math.NaN(), math.NaN()
-	var evalErr error
 	start := time.Now()
-	progress := func(p trainer.Progress) {
-		if math.IsNaN(res.FirstLoss) {
-			res.FirstLoss = p.Loss
-		}
-		res.FinalLoss = p.Loss
-		if hooks.Progress != nil {
-			hooks.Progress(p)
-		}
-		if cfg.EvalEvery > 0 && p.Step%cfg.EvalEvery == 0 && p.Step < p.Total && evalErr == nil {
-			evalErr = validate(p.Step)
-		}
-	}
-	th := pretrain.CheckpointHooks(progress, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
+	prog := pretrain.NewProgress(cfg.EvalEvery, validate, hooks.Progress)
+	th := pretrain.CheckpointHooks(prog.Update, cfg.CheckpointEvery, cfg.OutDir, m, cfg.TokenizerJSON, tr)
 	runErr := tr.Run(ctx, step.run, th)
 	res.Steps = tr.State.Step
 	res.Tokens = step.tokens
@@ -204,14 +191,12 @@ func Train(ctx context.Context, cfg Config, base *transformer.Model, train, val 
 	if step.nPairs > 0 {
 		res.TrainAccuracy = float64(step.correct) / float64(step.nPairs)
 	}
-	if math.IsNaN(res.FirstLoss) {
-		res.FirstLoss, res.FinalLoss = 0, 0
-	}
+	res.FirstLoss, res.FinalLoss = prog.Losses()
 	if runErr != nil {
 		return m, res, fmt.Errorf("reward: %w", runErr)
 	}
-	if evalErr != nil {
-		return m, res, fmt.Errorf("reward: validation: %w", evalErr)
+	if prog.EvalErr != nil {
+		return m, res, fmt.Errorf("reward: validation: %w", prog.EvalErr)
 	}
 	if res.Steps > res.StartStep || len(res.ValHistory) == 0 {
 		if err := validate(res.Steps); err != nil {

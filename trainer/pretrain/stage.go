@@ -3,6 +3,7 @@ package pretrain
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -155,4 +156,45 @@ func SameShape(a, b *transformer.Model) error {
 		}
 	}
 	return nil
+}
+
+// Progress is the bookkeeping a post-training stage does after every update: the loss
+// of this process's first and last update, the caller's callback, and a validation pass
+// every EvalEvery updates before the last one (the stage validates after the run).
+type Progress struct {
+	evalEvery int
+	validate  func(step int) error
+	hook      func(trainer.Progress)
+	// first and final are the first and last loss seen; first is NaN until one is.
+	first, final float64
+	// EvalErr is the first failed validation pass; the passes after it are skipped.
+	EvalErr error
+}
+
+// NewProgress tracks losses, calls hook (if not nil) after every update, and validate
+// (if evalEvery > 0) every evalEvery updates.
+func NewProgress(evalEvery int, validate func(step int) error, hook func(trainer.Progress)) *Progress {
+	return &Progress{evalEvery: evalEvery, validate: validate, hook: hook, first: math.NaN(), final: math.NaN()}
+}
+
+// Update is the trainer's progress callback.
+func (s *Progress) Update(p trainer.Progress) {
+	if math.IsNaN(s.first) {
+		s.first = p.Loss
+	}
+	s.final = p.Loss
+	if s.hook != nil {
+		s.hook(p)
+	}
+	if s.evalEvery > 0 && p.Step%s.evalEvery == 0 && p.Step < p.Total && s.EvalErr == nil {
+		s.EvalErr = s.validate(p.Step)
+	}
+}
+
+// Losses returns the first and final loss seen, 0 and 0 before any update.
+func (s *Progress) Losses() (first, final float64) {
+	if math.IsNaN(s.first) {
+		return 0, 0
+	}
+	return s.first, s.final
 }
