@@ -49,21 +49,10 @@ func DefaultConfig() Config {
 }
 
 func (c Config) validate() error {
-	switch {
-	case c.Steps < 1:
-		return fmt.Errorf("dpo: steps must be >= 1, got %d", c.Steps)
-	case c.Batch < 1:
-		return fmt.Errorf("dpo: batch must be >= 1, got %d", c.Batch)
-	case c.Accum < 1:
-		return fmt.Errorf("dpo: accum must be >= 1, got %d", c.Accum)
-	case c.CheckpointEvery < 0:
-		return fmt.Errorf("dpo: checkpoint-every must be >= 0, got %d", c.CheckpointEvery)
-	case c.EvalEvery < 0:
-		return fmt.Errorf("dpo: eval-every must be >= 0, got %d", c.EvalEvery)
-	case c.Resume && c.OutDir == "":
-		return errors.New("dpo: resume needs the output directory of the run")
+	if err := pretrain.CheckSizes("dpo", c.Steps, c.Batch, c.Accum); err != nil {
+		return err
 	}
-	return nil
+	return pretrain.CheckRunOutput("dpo", c.CheckpointEvery, c.EvalEvery, c.Resume, c.OutDir)
 }
 
 // Hooks are Train's optional callbacks.

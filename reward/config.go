@@ -1,12 +1,12 @@
 package reward
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
 	"github.com/posttrain/posttrain/objectives"
 	"github.com/posttrain/posttrain/trainer"
+	"github.com/posttrain/posttrain/trainer/pretrain"
 )
 
 // MarginMode says where a pair's Bradley-Terry margin comes from.
@@ -99,25 +99,16 @@ func (c Config) validate() error {
 	if _, err := ParseMarginMode(string(c.Margin)); err != nil {
 		return err
 	}
+	if err := pretrain.CheckSizes("reward", c.Steps, c.Batch, c.Accum); err != nil {
+		return err
+	}
 	switch {
-	case c.Steps < 1:
-		return fmt.Errorf("reward: steps must be >= 1, got %d", c.Steps)
-	case c.Batch < 1:
-		return fmt.Errorf("reward: batch must be >= 1, got %d", c.Batch)
-	case c.Accum < 1:
-		return fmt.Errorf("reward: accum must be >= 1, got %d", c.Accum)
 	case !(c.Centering >= 0) || math.IsInf(c.Centering, 0):
 		return fmt.Errorf("reward: centering must be a number >= 0, got %g", c.Centering)
 	case !(c.SimilarityThreshold >= 0 && c.SimilarityThreshold <= 1):
 		return fmt.Errorf("reward: similarity threshold must be in [0,1], got %g", c.SimilarityThreshold)
-	case c.CheckpointEvery < 0:
-		return fmt.Errorf("reward: checkpoint-every must be >= 0, got %d", c.CheckpointEvery)
-	case c.EvalEvery < 0:
-		return fmt.Errorf("reward: eval-every must be >= 0, got %d", c.EvalEvery)
-	case c.Resume && c.OutDir == "":
-		return errors.New("reward: resume needs the output directory of the run")
 	}
-	return nil
+	return pretrain.CheckRunOutput("reward", c.CheckpointEvery, c.EvalEvery, c.Resume, c.OutDir)
 }
 
 // objective builds the Bradley-Terry evaluator for the config.

@@ -54,23 +54,13 @@ func DefaultConfig() Config {
 }
 
 func (c Config) validate() error {
-	switch {
-	case c.Steps < 1:
-		return fmt.Errorf("sft: steps must be >= 1, got %d", c.Steps)
-	case c.Batch < 1:
-		return fmt.Errorf("sft: batch must be >= 1, got %d", c.Batch)
-	case c.Accum < 1:
-		return fmt.Errorf("sft: accum must be >= 1, got %d", c.Accum)
-	case c.SeqLen < 0:
-		return fmt.Errorf("sft: seq must be >= 0, got %d", c.SeqLen)
-	case c.CheckpointEvery < 0:
-		return fmt.Errorf("sft: checkpoint-every must be >= 0, got %d", c.CheckpointEvery)
-	case c.EvalEvery < 0:
-		return fmt.Errorf("sft: eval-every must be >= 0, got %d", c.EvalEvery)
-	case c.Resume && c.OutDir == "":
-		return errors.New("sft: resume needs the output directory of the run")
+	if err := pretrain.CheckSizes("sft", c.Steps, c.Batch, c.Accum); err != nil {
+		return err
 	}
-	return nil
+	if c.SeqLen < 0 {
+		return fmt.Errorf("sft: seq must be >= 0, got %d", c.SeqLen)
+	}
+	return pretrain.CheckRunOutput("sft", c.CheckpointEvery, c.EvalEvery, c.Resume, c.OutDir)
 }
 
 // Hooks are Train's optional callbacks.

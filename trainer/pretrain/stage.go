@@ -198,3 +198,31 @@ func (s *Progress) Losses() (first, final float64) {
 	}
 	return s.first, s.final
 }
+
+// CheckSizes checks a stage's steps, batch and accum settings (each >= 1); stage prefixes
+// the error.
+func CheckSizes(stage string, steps, batch, accum int) error {
+	switch {
+	case steps < 1:
+		return fmt.Errorf("%s: steps must be >= 1, got %d", stage, steps)
+	case batch < 1:
+		return fmt.Errorf("%s: batch must be >= 1, got %d", stage, batch)
+	case accum < 1:
+		return fmt.Errorf("%s: accum must be >= 1, got %d", stage, accum)
+	}
+	return nil
+}
+
+// CheckRunOutput checks a stage's checkpoint-every and eval-every settings (>= 0) and
+// that a resume names the output directory of the run; stage prefixes the error.
+func CheckRunOutput(stage string, checkpointEvery, evalEvery int, resume bool, outDir string) error {
+	switch {
+	case checkpointEvery < 0:
+		return fmt.Errorf("%s: checkpoint-every must be >= 0, got %d", stage, checkpointEvery)
+	case evalEvery < 0:
+		return fmt.Errorf("%s: eval-every must be >= 0, got %d", stage, evalEvery)
+	case resume && outDir == "":
+		return fmt.Errorf("%s: resume needs the output directory of the run", stage)
+	}
+	return nil
+}
