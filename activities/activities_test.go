@@ -111,7 +111,6 @@ func TestStartRunRejectsBadConfigWithoutWriting(t *testing.T) {
 		{"bad beta", workflows.RunInput{Overrides: []string{"dpo.beta=-1"}}, "dpo.beta"},
 		{"unknown preset", workflows.RunInput{Preset: "nope"}, `unknown preset "nope"`},
 		{"missing dataset", workflows.RunInput{Datasets: workflows.DatasetRefs{Prompts: "absent"}}, "dataset absent"},
-		{"greedy soup", workflows.RunInput{Overrides: []string{"sft.averaging=greedy"}}, "sft.averaging greedy"},
 		{"base model", workflows.RunInput{BaseModel: "/no/such/model"}, `base model "/no/such/model"`},
 	}
 	f := newFixture(t)
@@ -126,6 +125,17 @@ func TestStartRunRejectsBadConfigWithoutWriting(t *testing.T) {
 			require.Equal(t, workflows.ErrInvalidInput, app.Type())
 			require.Equal(t, 0, f.count(t, `SELECT count(*) FROM runs WHERE id = $1`, "bad-"+tc.name))
 		})
+	}
+}
+
+func TestStartRunAcceptsGreedySoups(t *testing.T) {
+	f := newFixture(t)
+	p := f.startWith(t, "run-greedy-ok", "reward.averaging=greedy", "sft.averaging=greedy", "dpo.averaging=greedy")
+	require.NoError(t, p.Validate())
+	cfg, err := f.acts.config(context.Background(), p.RunID)
+	require.NoError(t, err)
+	for stage, method := range map[string]string{"reward": cfg.Reward.Averaging, "sft": cfg.SFT.Averaging, "dpo": cfg.DPO.Averaging} {
+		require.Equal(t, "greedy", method, stage)
 	}
 }
 
