@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/posttrain/posttrain/datasets"
+	"github.com/posttrain/posttrain/internal/testmodel"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/objectives"
 	"github.com/posttrain/posttrain/trainer"
@@ -23,27 +24,16 @@ const (
 )
 
 func benchRM(b *testing.B) *transformer.Model {
-	cfg, err := transformer.Preset("bench")
-	require.NoError(b, err)
 	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
 	b.Cleanup(pool.Close)
-	lm, err := transformer.New(cfg, pool)
-	require.NoError(b, err)
-	lm.Init(1)
-	m, err := FromCausalLM(lm, 1, 0.02)
+	m, err := FromCausalLM(testmodel.Preset(b, pool, "bench", 1), 1, 0.02)
 	require.NoError(b, err)
 	return m
 }
 
 func benchRows(n, vocab int) []datasets.EncodedPreference {
 	rng := rand.New(rand.NewPCG(3, 4))
-	ids := func(k int) []int32 {
-		out := make([]int32, k)
-		for i := range out {
-			out[i] = int32(1 + rng.IntN(vocab-1))
-		}
-		return out
-	}
+	ids := func(k int) []int32 { return randomIDs(rng, k, vocab) }
 	rows := make([]datasets.EncodedPreference, n)
 	for i := range rows {
 		rows[i] = datasets.EncodedPreference{Prompt: ids(benchPrompt), Responses: [][]int32{ids(benchResponse), ids(benchResponse)}}

@@ -72,17 +72,20 @@ func demoPreferences(t testing.TB, tok *tokenizer.Tokenizer, seed uint64, split 
 	return rows
 }
 
+// randomIDs are k token ids drawn from rng in 1..vocab-1.
+func randomIDs(rng *rand.Rand, k, vocab int) []int32 {
+	out := make([]int32, k)
+	for i := range out {
+		out[i] = int32(1 + rng.IntN(vocab-1))
+	}
+	return out
+}
+
 // randomRows are pre-tokenized rows with random ids (1..vocab-1) of random lengths; with
 // edited, each row also has an edited response.
 func randomRows(seed uint64, n, vocab int, edited bool) []datasets.EncodedPreference {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	ids := func(k int) []int32 {
-		out := make([]int32, k)
-		for i := range out {
-			out[i] = int32(1 + rng.IntN(vocab-1))
-		}
-		return out
-	}
+	ids := func(k int) []int32 { return randomIDs(rng, k, vocab) }
 	rows := make([]datasets.EncodedPreference, n)
 	for i := range rows {
 		r := datasets.EncodedPreference{Prompt: ids(3 + rng.IntN(6)), Line: i + 1}
