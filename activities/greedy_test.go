@@ -11,6 +11,7 @@ import (
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/datasets"
 	"github.com/posttrain/posttrain/datastore"
+	"github.com/posttrain/posttrain/demotask"
 	"github.com/posttrain/posttrain/kernels"
 	"github.com/posttrain/posttrain/safetensors"
 	"github.com/posttrain/posttrain/workflows"
@@ -234,4 +235,105 @@ func TestAverageGreedyDPOFindsTheReferenceInTheLineage(t *testing.T) {
 	}
 	_, err := f.acts.dpoReference(ctx, workflows.AverageRequest{Inputs: []string{ids[2]}})
 	require.ErrorContains(t, err, "no reference model")
+}
+
+// insertEvalPairs stores held-out preference pairs of the bundled task (the right answer
+// over a wrong one) in the run's annotations, as round 0 collects them.
+func insertEvalPairs(t *testing.T, f *fixture, p workflows.Plan, n int) {
+	t.Helper()
+	rows := make([]datastore.PreferencePair, n)
+	for i, it := range demotask.Generate(11, demotask.Eval, n) {
+		rows[i] = datastore.PreferencePair{Dataset: p.Annotations, Ord: int64(i),
+			Prompt: datastore.Segment{Messages: []datastore.Message{{Role: "user", Content: it.UserText()}}},
+			Chosen: datastore.Segment{Text: it.Answer}, Rejected: datastore.Segment{Text: "no idea " + it.Answer + "?"},
+			Source: "test", Round: 0, Split: datastore.SplitEval}
+	}
+	_, err := f.db.InsertPreferencePairs(context.Background(), rows)
+	require.NoError(t, err)
+}
+
+// TestAverageGreedyScoresRewardAndDPOOnHeldOutPairs runs the reward and DPO scores for
+// real (reward models and policies of the tiny preset on stored held-out pairs) and
+// checks what the soup records is consistent: every candidate has a step, the weights
+// are uniform over the kept ones, the DPO soup names its reference.
+func TestAverageGreedyScoresRewardAndDPOOnHeldOutPairs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p := f.startWith(t, "run-greedy-pairs", "reward.averaging=greedy", "dpo.averaging=greedy")
+	insertEvalPairs(t, f, p, 6)
+	policies, _ := greedyCandidates(t, f, nil)
+
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	var rms []string
+	for seed := range uint64(3) {
+		m, err := checkpoint.LoadAsClassifier(ctx, f.base, pool, checkpoint.ScoreInit{Seed: seed + 1, Std: 0.5})
+		require.NoError(t, err)
+		dir := filepath.Join(t.TempDir(), "rm")
+		require.NoError(t, checkpoint.Save(ctx, dir, m, checkpoint.SaveOptions{TokenizerFrom: f.base}))
+		art, err := f.acts.putModel(ctx, dir, "reward_model", datastore.StageKey{}, 0, nil, nil)
+		require.NoError(t, err)
+		rms = append(rms, art.ID)
+	}
+	tests := []struct {
+		stage, metric, reference string
+		inputs                   []string
+	}{
+		{workflows.StageReward, "accuracy", "", rms},
+		{workflows.StageDPO, "dpo_accuracy", policies[0], policies},
+	}
+	for _, tc := range tests {
+		t.Run(tc.stage, func(t *testing.T) {
+			req := workflows.AverageRequest{RunID: p.RunID, Round: 1, Stage: tc.stage, Inputs: tc.inputs, Reference: tc.reference}
+			v, err := f.env().ExecuteActivity(f.acts.Average, req)
+			require.NoError(t, err)
+			var res workflows.ModelResult
+			require.NoError(t, v.Get(&res))
+			art, err := f.db.GetArtifact(ctx, res.ArtifactID)
+			require.NoError(t, err)
+			require.Equal(t, "greedy", art.Metadata["method"])
+			require.Equal(t, tc.metric, art.Metadata["score_metric"])
+			require.Equal(t, 6.0, art.Metadata["held_out_rows"])
+			require.Equal(t, p.Annotations, art.Metadata["held_out_dataset"])
+			steps := art.Metadata["greedy_steps"].([]any)
+			require.Len(t, steps, 3)
+			t.Logf("%s greedy steps: %v", tc.stage, steps)
+			kept := art.Metadata["kept"].([]any)
+			require.NotEmpty(t, kept)
+			require.Equal(t, kept[0], steps[0].(map[string]any)["candidate"], "the best candidate starts the soup")
+			weights := art.Metadata["weights"].([]any)
+			sum := 0.0
+			for i, w := range weights {
+				want := 0.0
+				for _, k := range kept {
+					if k == tc.inputs[i] {
+						want = 1 / float64(len(kept))
+					}
+				}
+				require.InDelta(t, want, w.(float64), 1e-12, "input %d", i)
+				sum += w.(float64)
+			}
+			for _, s := range steps {
+				score := s.(map[string]any)["score"].(float64)
+				require.True(t, score >= 0 && score <= 1, "an accuracy: %v", score)
+			}
+			require.InDelta(t, 1, sum, 1e-12)
+			if tc.reference != "" {
+				require.Equal(t, tc.reference, art.Metadata["reference"])
+				edges, err := f.db.Lineage(ctx, res.ArtifactID)
+				require.NoError(t, err)
+				refs := 0
+				for _, e := range edges {
+					if e.Depth == 1 && e.Role == "reference" {
+						require.Equal(t, tc.reference, e.Parent)
+						refs++
+					}
+				}
+				require.Equal(t, 1, refs)
+			}
+			ms, err := f.db.ListMetrics(ctx, datastore.MetricFilter{RunID: p.RunID, Round: 1, Stage: datastore.StageAverage, Variant: tc.stage, Name: "greedy_kept"})
+			require.NoError(t, err)
+			require.Len(t, ms, 3)
+		})
+	}
 }
