@@ -158,7 +158,7 @@ func TestSFTDPOCLIRejectsBadRows(t *testing.T) {
 	cases := []struct {
 		name, cmd, row, want string
 	}{
-		{"sft too long", "sft", `{"prompt_ids": [1], "completion_ids": [` + strings.Join(long, ",") + `]}`, "rows.jsonl:2: field messages: example is 71 tokens, longer than the context window of 64"},
+		{"sft too long", "sft", `{"prompt_ids": [1], "completion_ids": [` + strings.Join(long, ",") + `]}`, "rows.jsonl:2: field completion: example is 71 tokens, longer than the context window of 64"},
 		{"sft wrong type", "sft", `{"prompt_ids": [1, 2], "completion_ids": "x"}`, "rows.jsonl:2: field completion_ids"},
 		{"dpo empty rejected", "dpo", `{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": []}`, "rows.jsonl:2"},
 		{"dpo out of vocab", "dpo", `{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [64]}`, "line 2: field rejected: token id 64 is outside the vocabulary [0,64)"},
