@@ -34,8 +34,18 @@
 // parallel over its kc x nc blocks, into a buffer all row chunks share; when it cuts
 // columns, each chunk packs the (shorter) A itself. Problems under about half a
 // megaflop stay on the caller. Chunks are claimed one at a time, so a worker that
-// starts late does not delay the call. Buffers grow to the largest block seen and are
-// reused: steady-state Sgemm calls allocate nothing.
+// starts late does not delay the call.
+//
+// Steady-state calls allocate nothing, however they nest. Each worker (the caller
+// included) has a packing arena for the calls that own the workers; an Sgemm that runs
+// alone because the workers are busy (typically one made inside a Parallel fn, as the
+// transformer's attention does) takes one of Workers() further arenas with a CAS. The
+// buffers of an arena grow only, to the largest block any of them has needed, and
+// idle ones are fitted to that mark, so a buffer that timing rarely hands out does
+// not allocate late in a run. Workers and waiting callers park on pipes (the network
+// poller) rather than channels: parking on a channel takes a runtime sudog, and with
+// goroutines waking on other Ps than they slept on, plus GCs emptying the central
+// cache, that allocated now and then forever.
 //
 // # Row invariance
 //
