@@ -58,8 +58,8 @@ func (x *nestedGemms) run(lo, hi int) {
 
 // TestNestedSgemmAllocatesNothing runs Sgemms from inside Parallel on a 2-worker pool:
 // after a warm-up they must allocate nothing, whichever goroutine runs which item, and
-// give the bits a 1-worker pool gives. Before the per-slot arenas and the allocation-free
-// wake-ups, this pattern allocated packing buffers and runtime sudogs now and then.
+// give the bits a 1-worker pool gives. This is the pattern that, at the bench model's
+// scale, used to allocate packing buffers and runtime sudogs now and then.
 func TestNestedSgemmAllocatesNothing(t *testing.T) {
 	// Big enough that each call would split over the workers if they were free (the
 	// nested call must take the alone path), plus a one-row and a transposed product.
