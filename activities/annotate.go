@@ -157,7 +157,10 @@ func (a *Activities) annotateSimulated(ctx context.Context, cfg *configs.Config,
 			pref = demotask.Preference{Chosen: it.Answer, Rejected: texts[0], Rating: demotask.SignificantlyBetter}
 		}
 		p := prompts[i]
-		row := datastore.PreferencePair{Dataset: n.Annotations, Ord: int64(i), PromptID: p.ID, Prompt: p.Prompt,
+		// Rows of every round share one dataset ordered by (ord, id), and id hashes the run
+		// ID: keeping each round's rows in their own ord range makes the training order,
+		// and so the run, the same for the same seed.
+		row := datastore.PreferencePair{Dataset: n.Annotations, Ord: int64(req.Round)<<32 | int64(i), PromptID: p.ID, Prompt: p.Prompt,
 			Chosen: datastore.Segment{Text: pref.Chosen}, Rejected: datastore.Segment{Text: pref.Rejected},
 			Rating: string(pref.Rating), Source: "simulated", Round: req.Round, Split: datastore.SplitTrain}
 		if pref.Edited != "" && pref.Edited != pref.Chosen {
