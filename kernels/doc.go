@@ -45,7 +45,8 @@
 // not allocate late in a run. Workers and waiting callers park on pipes (the network
 // poller) rather than channels: parking on a channel takes a runtime sudog, and with
 // goroutines waking on other Ps than they slept on, plus GCs emptying the central
-// cache, that allocated now and then forever.
+// cache, that allocated now and then forever. A waiter polls for 50 µs before it
+// blocks, since pool calls often come microseconds apart.
 //
 // # Row invariance
 //

@@ -2,8 +2,13 @@ package kernels
 
 import (
 	"os"
+	"runtime"
 	"sync/atomic"
+	"time"
 )
+
+// spinFor is how long wait polls before it blocks.
+const spinFor = 50 * time.Microsecond
 
 // signal is a one-waiter wake-up that parks its waiter without allocating.
 //
@@ -61,6 +66,15 @@ func (s *signal) notify() {
 // wait blocks until notify has been called since the last wait returned. It reports
 // false once the signal is closed and no notification is pending.
 func (s *signal) wait() bool {
+	// Pool calls often come microseconds apart, and a caller waits for a worker's last
+	// chunk about as long: spin briefly before paying for a pipe round trip and a
+	// wake-up through the poller.
+	for start := time.Now(); time.Since(start) < spinFor; {
+		if s.state.CompareAndSwap(sigNotified, sigIdle) {
+			return true
+		}
+		runtime.Gosched()
+	}
 	for {
 		if s.state.CompareAndSwap(sigNotified, sigIdle) {
 			return true
