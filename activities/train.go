@@ -300,7 +300,7 @@ func (a *Activities) TrainSFT(ctx context.Context, req workflows.TrainRequest) (
 	if err != nil {
 		return workflows.ModelResult{}, err
 	}
-	examples, err := a.sftExamples(ctx, req.RunID, req.Round, n)
+	examples, err := a.sftExamples(ctx, req.RunID, req.Round, cfg.SFT.Data == configs.SFTDataAllRounds, n)
 	if err != nil {
 		return workflows.ModelResult{}, err
 	}
@@ -353,12 +353,22 @@ func (a *Activities) TrainSFT(ctx context.Context, req workflows.TrainRequest) (
 	})
 }
 
-// sftExamples are the round's selected rejection samples (as prompt + completion) and
-// the curated SFT data.
-func (a *Activities) sftExamples(ctx context.Context, runID string, round int, n dataNames) ([]datasets.SFTExample, error) {
-	cands, err := a.db.ListCandidates(ctx, datastore.CandidateFilter{RunID: runID, Round: round, SelectedOnly: true})
+// sftExamples are the selected rejection samples (as prompt + completion) of the round,
+// or of rounds 1..round when allRounds (sft.data: all-rounds), and the curated SFT data.
+func (a *Activities) sftExamples(ctx context.Context, runID string, round int, allRounds bool, n dataNames) ([]datasets.SFTExample, error) {
+	f := datastore.CandidateFilter{RunID: runID, Round: round, SelectedOnly: true}
+	if allRounds {
+		f.Round = 0 // every round; later rounds are dropped below so a re-run round sees what it saw
+	}
+	all, err := a.db.ListCandidates(ctx, f)
 	if err != nil {
 		return nil, err
+	}
+	cands := all[:0]
+	for _, c := range all {
+		if c.Round <= round {
+			cands = append(cands, c)
+		}
 	}
 	ids := make([]string, 0, len(cands))
 	for _, c := range cands {

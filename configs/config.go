@@ -153,6 +153,13 @@ const (
 	TrainOnLast = "last"
 )
 
+// SFT rejection-sampled data: the current round's selected samples only, or those of
+// every round so far (Llama 3 accumulates its SFT data across rounds).
+const (
+	SFTDataRound     = "round"
+	SFTDataAllRounds = "all-rounds"
+)
+
 // SFTConfig fine-tunes on the curated and rejection-sampled data.
 type SFTConfig struct {
 	// Init is base (as in Llama 3) or previous (the previous round's final model).
@@ -165,7 +172,10 @@ type SFTConfig struct {
 	// across examples).
 	Packing bool `json:"packing" yaml:"packing"`
 	// TrainOn is all (every assistant turn) or last (the final one only).
-	TrainOn        string    `json:"train_on" yaml:"train_on"`
+	TrainOn string `json:"train_on" yaml:"train_on"`
+	// Data is round (this round's selected samples) or all-rounds (those of rounds 1..r),
+	// always plus the curated SFT data.
+	Data           string    `json:"data" yaml:"data"`
 	Variants       int       `json:"variants" yaml:"variants"`
 	Averaging      string    `json:"averaging" yaml:"averaging"`
 	AverageWeights []float64 `json:"average_weights" yaml:"average_weights"`

@@ -239,6 +239,7 @@ func TestValidationNamesField(t *testing.T) {
 		{"dpo.reference=other", "dpo.reference", "must be one of"},
 		{"dpo.formatting_token_ids=1,-2", "dpo.formatting_token_ids", "item 1 is -2"},
 		{"sft.train_on=first", "sft.train_on", "must be one of all, last"},
+		{"sft.data=every", "sft.data", "must be one of round, all-rounds"},
 		{"sft.averaging=median", "sft.averaging", "must be one of uniform, weighted, greedy"},
 		{"sft.averaging=weighted", "sft.average_weights", "one weight per variant"},
 		{"dpo.average_weights=1", "dpo.average_weights", "has 1 weights but dpo.variants is 2"},

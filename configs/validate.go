@@ -184,6 +184,7 @@ func (c *Config) validate(origins map[string]string) error {
 	k.stepsOrEpochs("sft", f.Steps, f.Epochs)
 	k.atLeast("sft.batch_size", int64(f.BatchSize), 1)
 	k.oneOf("sft.train_on", f.TrainOn, TrainOnAll, TrainOnLast)
+	k.oneOf("sft.data", f.Data, SFTDataRound, SFTDataAllRounds)
 	k.averaging("sft", f.Variants, f.Averaging, f.AverageWeights)
 
 	d := c.DPO
