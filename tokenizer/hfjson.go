@@ -134,6 +134,18 @@ func jsonErr(field string, err error) error { return fmt.Errorf("%s: invalid JSO
 // 256 bytes have a token; an error names the offending field. The post_processor is kept
 // for writing back but not applied (Encode never adds BOS).
 func Parse(data []byte) (*Tokenizer, error) {
+	// JSON text is UTF-8 (RFC 8259). encoding/json would silently replace bad bytes in the
+	// fields it decodes and keep them in the raw ones (post_processor), which then could
+	// not be written back.
+	if !utf8.Valid(data) {
+		for i := 0; i < len(data); {
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return nil, fmt.Errorf("tokenizer.json: not valid UTF-8 at byte %d", i)
+			}
+			i += size
+		}
+	}
 	var f hfFile
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, jsonErr("tokenizer.json", err)

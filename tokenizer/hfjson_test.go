@@ -1,9 +1,11 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -294,4 +296,18 @@ func TestHuggingFaceGolden(t *testing.T) {
 			assert.Equal(t, c.IDs, tok.Encode(c.Text), "case %d %q", i, c.Text)
 		}
 	}
+}
+
+// TestParseRejectsInvalidUTF8 is the regression test of a fuzz find: invalid UTF-8 inside
+// post_processor (kept raw) was accepted on load and then could not be saved.
+func TestParseRejectsInvalidUTF8(t *testing.T) {
+	tok, err := Train(t.Context(), slices.Values([]string{"hello world"}), 270, TrainOptions{})
+	require.NoError(t, err)
+	data, err := tok.MarshalJSON()
+	require.NoError(t, err)
+	bad := bytes.Replace(data, []byte(`"post_processor": null`), []byte("\"post_processor\": {\"type\": \"x\x9by\"}"), 1)
+	require.NotEqual(t, data, bad)
+	_, err = Parse(bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "tokenizer.json: not valid UTF-8 at byte")
 }
