@@ -9,7 +9,7 @@ import (
 )
 
 func TestBenchStagesReportsSamplingAndDPO(t *testing.T) {
-	out, _, err := runModelCLI(t, "bench", "--preset", "tiny", "--steps", "1", "--warmup", "1",
+	out, _, err := runCLI(t, "bench", "--preset", "tiny", "--steps", "1", "--warmup", "1",
 		"--sgemm-time", "50ms", "--skip-sampling", "--stages", "--json")
 	require.NoError(t, err)
 	var res struct {

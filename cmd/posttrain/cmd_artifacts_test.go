@@ -17,13 +17,8 @@ import (
 // runPosttrain runs the CLI in-process and returns stdout and the error.
 func runPosttrain(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
+	out, _, err := runCLI(t, args...)
+	return out, err
 }
 
 func TestArtifactsCLI(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -21,13 +20,8 @@ func runDSCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	t.Setenv(datastore.EnvDatabaseURL, "")
 	t.Setenv("POSTTRAIN_DATA_DIR", t.TempDir()) // no private cluster to find
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String(), err
+	out, _, err := runCLI(t, args...)
+	return out, err
 }
 
 func TestConfigShow(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 
 func TestDemoCorpusWritesTheFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "corpus")
-	out, _, err := runModelCLI(t, "demo", "corpus", "--out", dir, "--docs", "40", "--seed", "3", "--json")
+	out, _, err := runCLI(t, "demo", "corpus", "--out", dir, "--docs", "40", "--seed", "3", "--json")
 	require.NoError(t, err)
 	var got struct {
 		Files       []string `json:"files"`
@@ -35,7 +35,7 @@ func TestDemoCorpusWritesTheFiles(t *testing.T) {
 	}
 	// The same seed writes the same bytes.
 	again := filepath.Join(t.TempDir(), "again")
-	_, _, err = runModelCLI(t, "demo", "corpus", "--out", again, "--docs", "40", "--seed", "3")
+	_, _, err = runCLI(t, "demo", "corpus", "--out", again, "--docs", "40", "--seed", "3")
 	require.NoError(t, err)
 	a, _ := os.ReadFile(filepath.Join(dir, demotask.ChatFile))
 	b, _ := os.ReadFile(filepath.Join(again, demotask.ChatFile))
@@ -49,7 +49,7 @@ func TestDemoCorpusWritesTheFiles(t *testing.T) {
 		{[]string{"demo", "corpus", "--out", dir, "--docs", "0"}, "--docs must be >= 1"},
 		{[]string{"demo", "corpus", "--out", dir, "--mistake-rate", "2"}, "--mistake-rate must be in [0, 1]"},
 	} {
-		_, _, err := runModelCLI(t, tc.args...)
+		_, _, err := runCLI(t, tc.args...)
 		require.ErrorContains(t, err, tc.want, tc.args)
 	}
 }
@@ -67,7 +67,7 @@ func splitLines(b []byte) [][]byte {
 }
 
 func TestDemoEvalOnTheShippedBaseModel(t *testing.T) {
-	out, _, err := runModelCLI(t, "demo", "eval", "--model", filepath.Join("..", "..", "assets", "basemodel"), "--prompts", "16", "--max-new-tokens", "8", "--json")
+	out, _, err := runCLI(t, "demo", "eval", "--model", filepath.Join("..", "..", "assets", "basemodel"), "--prompts", "16", "--max-new-tokens", "8", "--json")
 	require.NoError(t, err)
 	var rep struct {
 		Responses []struct {
@@ -82,9 +82,9 @@ func TestDemoEvalOnTheShippedBaseModel(t *testing.T) {
 	assert.Less(t, rep.Metrics["accuracy"], 1.0, "the base model does not follow every instruction")
 	assert.Greater(t, rep.Metrics["ends_with_eot"], 0.5, "the base model knows the chat format")
 
-	_, _, err = runModelCLI(t, "demo", "eval")
+	_, _, err = runCLI(t, "demo", "eval")
 	require.ErrorContains(t, err, "--model is required")
-	_, _, err = runModelCLI(t, "demo", "eval", "--model", t.TempDir())
+	_, _, err = runCLI(t, "demo", "eval", "--model", t.TempDir())
 	require.Error(t, err)
 }
 
@@ -104,7 +104,7 @@ func TestReportCommandFromTheDatastore(t *testing.T) {
 		{RunID: "r1", Round: 1, Stage: datastore.StageSFT, Variant: "0", Step: 40, Name: "loss", Value: 0.125},
 	}))
 	dir := filepath.Join(t.TempDir(), "rep")
-	out, _, err := runModelCLI(t, "report", "--database-url", dsn, "--run", "r1", "--out", dir, "--json")
+	out, _, err := runCLI(t, "report", "--database-url", dsn, "--run", "r1", "--out", dir, "--json")
 	require.NoError(t, err)
 	var got struct {
 		Table struct {
@@ -125,8 +125,8 @@ func TestReportCommandFromTheDatastore(t *testing.T) {
 		assert.FileExists(t, filepath.Join(dir, f))
 	}
 
-	_, _, err = runModelCLI(t, "report", "--database-url", dsn, "--run", "nope", "--out", dir)
+	_, _, err = runCLI(t, "report", "--database-url", dsn, "--run", "nope", "--out", dir)
 	require.ErrorContains(t, err, "run nope")
-	_, _, err = runModelCLI(t, "report", "--run", "r1")
+	_, _, err = runCLI(t, "report", "--run", "r1")
 	require.ErrorContains(t, err, "--run and --out are required")
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,18 +19,6 @@ import (
 	"github.com/posttrain/posttrain/tokenizer"
 	"github.com/posttrain/posttrain/transformer"
 )
-
-// runGenCLI runs the posttrain root command in-process and returns stdout and stderr.
-func runGenCLI(t *testing.T, args ...string) (string, string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String(), errOut.String(), err
-}
 
 // genFixture saves a tiny random causal LM twice: with a trained tokenizer (withTok) and
 // without one (idsOnly), plus a reward model directory.
@@ -69,7 +56,7 @@ func TestGenerateCLI(t *testing.T) {
 	ctx := context.Background()
 
 	// --prompt-ids on a directory without tokenizer.json, greedy: the engine's output.
-	stdout, _, err := runGenCLI(t, "generate", "--model", idsOnly, "--prompt-ids", "1,2,3", "--greedy", "--max-new-tokens", "9", "--json")
+	stdout, _, err := runCLI(t, "generate", "--model", idsOnly, "--prompt-ids", "1,2,3", "--greedy", "--max-new-tokens", "9", "--json")
 	require.NoError(t, err)
 	var res map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
@@ -90,14 +77,14 @@ func TestGenerateCLI(t *testing.T) {
 	assert.Equal(t, want[0].FinishReason, res["finish_reason"])
 
 	// Plain output without a tokenizer is the ids.
-	stdout, _, err = runGenCLI(t, "generate", "--model", idsOnly, "--prompt-ids", "[1, 2, 3]", "--greedy", "--max-new-tokens", "9")
+	stdout, _, err = runCLI(t, "generate", "--model", idsOnly, "--prompt-ids", "[1, 2, 3]", "--greedy", "--max-new-tokens", "9")
 	require.NoError(t, err)
 	assert.Equal(t, strings.Trim(strings.Join(strings.Fields(fmt.Sprint(want[0].Tokens)), ","), "[]")+"\n", stdout)
 
 	// --prompt with the chat template: seeded, reproducible, and the text decodes the ids.
 	gen := func(args ...string) generateResult {
 		t.Helper()
-		out, _, err := runGenCLI(t, append([]string{"generate", "--model", withTok, "--max-new-tokens", "12", "--json"}, args...)...)
+		out, _, err := runCLI(t, append([]string{"generate", "--model", withTok, "--max-new-tokens", "12", "--json"}, args...)...)
 		require.NoError(t, err)
 		var r generateResult
 		require.NoError(t, json.Unmarshal([]byte(out), &r))
@@ -128,10 +115,10 @@ func TestGenerateCLI(t *testing.T) {
 	assert.NotEmpty(t, tmpl.CompletionIDs)
 
 	// Several samples: one JSON line each, and a plain-text listing.
-	stdout, _, err = runGenCLI(t, "generate", "--model", withTok, "--prompt", "hi", "--samples", "3", "--max-new-tokens", "5", "--json")
+	stdout, _, err = runCLI(t, "generate", "--model", withTok, "--prompt", "hi", "--samples", "3", "--max-new-tokens", "5", "--json")
 	require.NoError(t, err)
 	assert.Len(t, strings.Split(strings.TrimSpace(stdout), "\n"), 3)
-	stdout, _, err = runGenCLI(t, "generate", "--model", withTok, "--prompt", "hi", "--samples", "2", "--max-new-tokens", "5")
+	stdout, _, err = runCLI(t, "generate", "--model", withTok, "--prompt", "hi", "--samples", "2", "--max-new-tokens", "5")
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "--- sample 2")
 
@@ -155,7 +142,7 @@ func TestGenerateCLI(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := runGenCLI(t, append([]string{"generate"}, c.args...)...)
+			_, _, err := runCLI(t, append([]string{"generate"}, c.args...)...)
 			require.ErrorContains(t, err, c.want)
 		})
 	}
@@ -175,7 +162,7 @@ func TestEvalLogprobsCLI(t *testing.T) {
 		`{"prompt": "the cat", "completion": "sat on the mat", "k": "text"}` + "\n" +
 		`{"messages": [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on the mat"}], "k": "messages"}` + "\n"
 	require.NoError(t, os.WriteFile(in, []byte(rows), 0o644))
-	stdout, stderr, err := runGenCLI(t, "eval", "logprobs", "--model", withTok, "--input", in, "--output", out, "--json")
+	stdout, stderr, err := runCLI(t, "eval", "logprobs", "--model", withTok, "--input", in, "--output", out, "--json")
 	require.NoError(t, err)
 	assert.Contains(t, stderr, "scoring", "progress bar on stderr")
 	var sum map[string]any
@@ -208,7 +195,7 @@ func TestEvalLogprobsCLI(t *testing.T) {
 	// Pre-tokenized rows work on a directory without tokenizer.json and match a direct
 	// scorer run; text rows there are rejected naming file:line.
 	require.NoError(t, os.WriteFile(in, []byte(string(idsRow)+"\n"), 0o644))
-	stdout, _, err = runGenCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
+	stdout, _, err = runCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "scored 1 rows")
 	raw, err = os.ReadFile(out)
@@ -220,15 +207,15 @@ func TestEvalLogprobsCLI(t *testing.T) {
 	assert.InDelta(t, got[0].LogProb, one.LogProb, 1e-6)
 
 	require.NoError(t, os.WriteFile(in, []byte(string(idsRow)+"\n"+`{"prompt": "a", "completion": "b"}`+"\n"), 0o644))
-	_, _, err = runGenCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
+	_, _, err = runCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
 	require.ErrorContains(t, err, in+":2: a prompt/completion row needs a tokenizer")
 
 	require.NoError(t, os.WriteFile(in, []byte(`{"prompt_ids": [1], "completion_ids": [1, 2, 99999]}`+"\n"), 0o644))
-	_, _, err = runGenCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
+	_, _, err = runCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", in, "--output", out)
 	require.ErrorContains(t, err, in+":1: completion token 99999 at index 2 is outside the vocabulary")
 
-	_, _, err = runGenCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", filepath.Join(dir, "missing.jsonl"), "--output", out)
+	_, _, err = runCLI(t, "eval", "logprobs", "--model", idsOnly, "--input", filepath.Join(dir, "missing.jsonl"), "--output", out)
 	require.ErrorContains(t, err, "missing.jsonl")
-	_, _, err = runGenCLI(t, "eval", "logprobs", "--model", idsOnly, "--output", out)
+	_, _, err = runCLI(t, "eval", "logprobs", "--model", idsOnly, "--output", out)
 	require.ErrorContains(t, err, "--input and --output are required")
 }

@@ -17,18 +17,6 @@ import (
 	"github.com/posttrain/posttrain/tokenizer"
 )
 
-// runModelCLI runs the posttrain root command in-process and returns stdout and stderr.
-func runModelCLI(t *testing.T, args ...string) (string, string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String(), errOut.String(), err
-}
-
 // modelCLIFixture writes a trained tokenizer directory and a small JSONL corpus.
 func modelCLIFixture(t *testing.T) (tokDir, corpus string, vocab int) {
 	t.Helper()
@@ -54,7 +42,7 @@ func TestModelInitInfoPretrainResume(t *testing.T) {
 	dir := t.TempDir()
 	model := filepath.Join(dir, "base0")
 
-	stdout, _, err := runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir,
+	stdout, _, err := runCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir,
 		"--vocab-size", fmt.Sprint(vocab), "--seed", "3", "--out", model, "--json")
 	require.NoError(t, err)
 	var info map[string]any
@@ -67,10 +55,10 @@ func TestModelInitInfoPretrainResume(t *testing.T) {
 
 	// Same seed, same weights; another seed, other weights.
 	again := filepath.Join(dir, "again")
-	_, _, err = runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "3", "--out", again)
+	_, _, err = runCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "3", "--out", again)
 	require.NoError(t, err)
 	other := filepath.Join(dir, "other")
-	_, _, err = runModelCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "4", "--out", other)
+	_, _, err = runCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir, "--vocab-size", fmt.Sprint(vocab), "--seed", "4", "--out", other)
 	require.NoError(t, err)
 	w0, _ := os.ReadFile(filepath.Join(model, "model.safetensors"))
 	w1, _ := os.ReadFile(filepath.Join(again, "model.safetensors"))
@@ -78,14 +66,14 @@ func TestModelInitInfoPretrainResume(t *testing.T) {
 	assert.True(t, bytes.Equal(w0, w1))
 	assert.False(t, bytes.Equal(w0, w2))
 
-	stdout, _, err = runModelCLI(t, "model", "info", model)
+	stdout, _, err = runCLI(t, "model", "info", model)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "LlamaForCausalLM")
 	assert.Contains(t, stdout, "model.safetensors")
 	assert.Regexp(t, `layers\s+2`, stdout)
 
 	out := filepath.Join(dir, "base1")
-	stdout, stderr, err := runModelCLI(t, "pretrain", "--model", model, "--data", corpus, "--out", out,
+	stdout, stderr, err := runCLI(t, "pretrain", "--model", model, "--data", corpus, "--out", out,
 		"--steps", "4", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--checkpoint-every", "2", "--threads", "1", "--json")
 	require.NoError(t, err)
 	assert.Contains(t, stderr, "loss", "progress bar on stderr")
@@ -95,13 +83,13 @@ func TestModelInitInfoPretrainResume(t *testing.T) {
 	assert.EqualValues(t, 4*2*32, res["tokens"])
 	assert.Less(t, res["final_loss"].(float64), res["first_loss"].(float64))
 
-	stdout, _, err = runModelCLI(t, "model", "info", out, "--json")
+	stdout, _, err = runCLI(t, "model", "info", out, "--json")
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal([]byte(stdout), &info))
 	assert.EqualValues(t, 4, info["trainer_step"])
 
 	// The corpus may also be given as arguments.
-	stdout, _, err = runModelCLI(t, "pretrain", "--out", out, "--resume",
+	stdout, _, err = runCLI(t, "pretrain", "--out", out, "--resume",
 		"--steps", "6", "--batch", "2", "--seq", "32", "--lr", "2e-3", "--warmup", "1", "--threads", "1", corpus)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "steps       6 (this run 4..6)")
@@ -127,7 +115,7 @@ func TestModelCommandsRejectBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := runModelCLI(t, tc.args...)
+			_, _, err := runCLI(t, tc.args...)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})

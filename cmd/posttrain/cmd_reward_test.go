@@ -40,7 +40,7 @@ func rewardIDRows(t *testing.T, path string, seed uint64, n int) {
 func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base")
-	_, _, err := runModelCLI(t, "model", "init", "--preset", "tiny", "--seed", "2", "--out", base)
+	_, _, err := runCLI(t, "model", "init", "--preset", "tiny", "--seed", "2", "--out", base)
 	require.NoError(t, err)
 	_, err = os.Stat(filepath.Join(base, "tokenizer.json"))
 	require.True(t, os.IsNotExist(err), "pre-tokenized rows need no tokenizer")
@@ -51,7 +51,7 @@ func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	var rms []string
 	for i, seed := range []string{"1", "2"} {
 		rm := filepath.Join(dir, fmt.Sprintf("rm%d", i))
-		stdout, stderr, err := runModelCLI(t, "reward", "train", "--model", base, "--train", train, "--val", val,
+		stdout, stderr, err := runCLI(t, "reward", "train", "--model", base, "--train", train, "--val", val,
 			"--out", rm, "--steps", "40", "--batch", "8", "--lr", "2e-3", "--warmup", "5", "--seed", seed, "--json")
 		require.NoError(t, err, stderr)
 		var res map[string]any
@@ -66,7 +66,7 @@ func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	// eval --json prints exactly the documented metrics (plus rows and filter) and
 	// --output adds each row's rewards.
 	scored := filepath.Join(dir, "scored.jsonl")
-	stdout, stderr, err := runModelCLI(t, "reward", "eval", "--model", rms[0], "--input", val, "--output", scored, "--json")
+	stdout, stderr, err := runCLI(t, "reward", "eval", "--model", rms[0], "--input", val, "--output", scored, "--json")
 	require.NoError(t, err, stderr)
 	var ev map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &ev))
@@ -93,45 +93,45 @@ func TestRewardTrainEvalAverageCLI(t *testing.T) {
 	assert.InDelta(t, ev["accuracy"].(float64), float64(correct)/24, 1e-12)
 
 	// Soups: uniform, weighted, greedy on reward accuracy.
-	stdout, stderr, err = runModelCLI(t, "average", "--method", "uniform", "--out", filepath.Join(dir, "soup"), "--json", rms[0], rms[1])
+	stdout, stderr, err = runCLI(t, "average", "--method", "uniform", "--out", filepath.Join(dir, "soup"), "--json", rms[0], rms[1])
 	require.NoError(t, err, stderr)
 	assert.Contains(t, stdout, `"method": "uniform"`)
-	stdout, stderr, err = runModelCLI(t, "average", "--method", "weighted", "--weights", "3,1", "--out", filepath.Join(dir, "wsoup"), "--json", rms[0], rms[1])
+	stdout, stderr, err = runCLI(t, "average", "--method", "weighted", "--weights", "3,1", "--out", filepath.Join(dir, "wsoup"), "--json", rms[0], rms[1])
 	require.NoError(t, err, stderr)
 	assert.Contains(t, stdout, "0.75")
-	stdout, stderr, err = runModelCLI(t, "average", "--method", "greedy", "--stage", "reward", "--score-data", val,
+	stdout, stderr, err = runCLI(t, "average", "--method", "greedy", "--stage", "reward", "--score-data", val,
 		"--out", filepath.Join(dir, "gsoup"), "--json", rms[0], rms[1])
 	require.NoError(t, err, stderr)
 	var g map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &g))
 	assert.Equal(t, "higher-is-better", g["direction"])
 	assert.Len(t, g["steps"], 2)
-	_, stderr, err = runModelCLI(t, "reward", "eval", "--model", filepath.Join(dir, "gsoup"), "--input", val)
+	_, stderr, err = runCLI(t, "reward", "eval", "--model", filepath.Join(dir, "gsoup"), "--input", val)
 	require.NoError(t, err, stderr)
 
 	// Refusals name the models.
-	_, _, err = runModelCLI(t, "average", "--out", filepath.Join(dir, "bad"), base, rms[0])
+	_, _, err = runCLI(t, "average", "--out", filepath.Join(dir, "bad"), base, rms[0])
 	require.ErrorContains(t, err, "cannot mix architectures")
-	_, _, err = runModelCLI(t, "average", "--method", "weighted", "--weights", "1,-1", "--out", filepath.Join(dir, "bad"), rms[0], rms[1])
+	_, _, err = runCLI(t, "average", "--method", "weighted", "--weights", "1,-1", "--out", filepath.Join(dir, "bad"), rms[0], rms[1])
 	require.ErrorContains(t, err, "weights must be >= 0")
-	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--out", filepath.Join(dir, "bad"), rms[0], rms[1])
+	_, _, err = runCLI(t, "average", "--method", "greedy", "--out", filepath.Join(dir, "bad"), rms[0], rms[1])
 	require.ErrorContains(t, err, "--score-data and --stage")
-	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--stage", "dpo", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
+	_, _, err = runCLI(t, "average", "--method", "greedy", "--stage", "dpo", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
 	require.ErrorContains(t, err, "needs --reference")
 
 	// Bad data names the file and line.
 	bad := filepath.Join(dir, "bad.jsonl")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]}`+"\n"+`{"prompt_ids":[1],"chosen_ids":"x","rejected_ids":[3]}`+"\n"), 0o644))
-	_, _, err = runModelCLI(t, "reward", "eval", "--model", rms[0], "--input", bad)
+	_, _, err = runCLI(t, "reward", "eval", "--model", rms[0], "--input", bad)
 	require.ErrorContains(t, err, "bad.jsonl:2")
 	// Text rows need a tokenizer.
 	text := filepath.Join(dir, "text.jsonl")
 	require.NoError(t, os.WriteFile(text, []byte(`{"prompt":"hi","chosen":"a","rejected":"b"}`+"\n"), 0o644))
-	_, _, err = runModelCLI(t, "reward", "eval", "--model", rms[0], "--input", text)
+	_, _, err = runCLI(t, "reward", "eval", "--model", rms[0], "--input", text)
 	require.ErrorContains(t, err, "no tokenizer.json")
 	// A causal LM is not a reward model.
-	_, _, err = runModelCLI(t, "reward", "eval", "--model", base, "--input", val)
+	_, _, err = runCLI(t, "reward", "eval", "--model", base, "--input", val)
 	require.ErrorContains(t, err, "not a reward model")
-	_, _, err = runModelCLI(t, "average", "--method", "greedy", "--stage", "reward", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
+	_, _, err = runCLI(t, "average", "--method", "greedy", "--stage", "reward", "--score-data", val, "--out", filepath.Join(dir, "bad"), base, base)
 	require.ErrorContains(t, err, "needs reward models")
 }

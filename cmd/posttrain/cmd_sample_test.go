@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -50,22 +49,11 @@ func rsFixture(t *testing.T) (policy, rm, prompts string) {
 	return policy, rm, prompts
 }
 
-func rsRun(t *testing.T, args ...string) (string, string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String(), errOut.String(), err
-}
-
 func TestSampleCommand(t *testing.T) {
 	policy, rm, prompts := rsFixture(t)
 	dir := t.TempDir()
 	out, all := filepath.Join(dir, "selected.jsonl"), filepath.Join(dir, "all.jsonl")
-	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+	stdout, stderr, err := runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
 		"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
 		"--system", "Be brief.", "--kv-budget", "1MiB", "--out", out, "--candidates", all, "--json", "--threads", "1")
 	require.NoError(t, err, stderr)
@@ -96,7 +84,7 @@ func TestSampleCommand(t *testing.T) {
 	var union []string
 	for _, shard := range []string{"0", "1"} {
 		part := filepath.Join(dir, "all-"+shard+".jsonl")
-		_, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		_, stderr, err := runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
 			"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
 			"--system", "Be brief.", "--kv-budget", "1MiB", "--out", filepath.Join(dir, "sel-"+shard+".jsonl"),
 			"--candidates", part, "--shards", "2", "--shard", shard, "--threads", "1")
@@ -110,7 +98,7 @@ func TestSampleCommand(t *testing.T) {
 	// Scoring without the reward model's cache gives the same samples and rewards
 	// (to float32 rounding).
 	plain := filepath.Join(dir, "all-plain.jsonl")
-	_, stderr, err = rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+	_, stderr, err = runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
 		"--k", "4", "--max-new-tokens", "6", "--top-p", "0.9", "--keep-truncated", "--top-n", "2", "--dedup",
 		"--system", "Be brief.", "--kv-budget", "1MiB", "--out", filepath.Join(dir, "sel-plain.jsonl"),
 		"--candidates", plain, "--rm-kv-cache=false", "--threads", "1")
@@ -131,7 +119,7 @@ func TestSampleCommand(t *testing.T) {
 func TestSampleCommandHumanSummary(t *testing.T) {
 	policy, rm, prompts := rsFixture(t)
 	out := filepath.Join(t.TempDir(), "selected.jsonl")
-	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+	stdout, stderr, err := runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
 		"--k", "2", "--max-new-tokens", "4", "--out", out, "--threads", "1")
 	require.NoError(t, err, stderr)
 	for _, want := range []string{"prompts", "samples", "prefill tokens", "peak KV cache", "samples/s"} {
@@ -158,7 +146,7 @@ func TestSampleCommandErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := rsRun(t, append(append([]string{}, base...), tc.extra...)...)
+			_, _, err := runCLI(t, append(append([]string{}, base...), tc.extra...)...)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			_, statErr := os.Stat(out)
@@ -170,7 +158,7 @@ func TestSampleCommandErrors(t *testing.T) {
 func TestSampleCommandReadsPipelineConfig(t *testing.T) {
 	policy, rm, prompts := rsFixture(t)
 	out := filepath.Join(t.TempDir(), "selected.jsonl")
-	stdout, stderr, err := rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
+	stdout, stderr, err := runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
 		"--threads", "1", "--max-new-tokens", "4", "--keep-truncated", "--json",
 		"--set", "sampling.k=3", "--set", "sampling.min_reward=100", "--set", "sampling.kv_budget_bytes=0")
 	require.NoError(t, err, stderr)
@@ -181,7 +169,7 @@ func TestSampleCommandReadsPipelineConfig(t *testing.T) {
 	assert.Equal(t, 4, sum.Stats.PeakPromptsInFlight, "kv_budget_bytes 0: no limit, all prompts at once")
 
 	// A flag wins over the config.
-	stdout, stderr, err = rsRun(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
+	stdout, stderr, err = runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts, "--out", out,
 		"--threads", "1", "--max-new-tokens", "4", "--keep-truncated", "--json", "--k", "2", "--min-reward", "-100",
 		"--set", "sampling.k=3", "--set", "sampling.min_reward=100")
 	require.NoError(t, err, stderr)

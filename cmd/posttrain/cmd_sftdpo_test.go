@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,17 +20,6 @@ import (
 // The dpo package's PyTorch fixture: a tiny policy and reference without tokenizer.json,
 // pre-tokenized pairs, and PyTorch's metrics for several flag settings.
 const torchFixture = "../../dpo/testdata/torch"
-
-func runStageCLI(t *testing.T, args ...string) (string, string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	return out.String(), errOut.String(), err
-}
 
 // TestDPOEvalCLIMatchesTorch: `posttrain dpo eval --json` prints the numbers of the
 // PyTorch implementation for every golden setting.
@@ -56,7 +44,7 @@ func TestDPOEvalCLIMatchesTorch(t *testing.T) {
 		for j, id := range c.FormattingTokenIDs {
 			ids[j] = fmt.Sprint(id)
 		}
-		stdout, _, err := runStageCLI(t, "dpo", "eval", "--policy", filepath.Join(torchFixture, "policy"),
+		stdout, _, err := runCLI(t, "dpo", "eval", "--policy", filepath.Join(torchFixture, "policy"),
 			"--reference", filepath.Join(torchFixture, "reference"), "--input", filepath.Join(torchFixture, "pairs.jsonl"),
 			"--beta", fmt.Sprint(c.Beta), "--nll-coef", fmt.Sprint(c.NLLCoef), "--nll-norm", c.NLLNorm,
 			fmt.Sprintf("--mask-formatting=%t", c.MaskFormatting), "--formatting-token-ids", strings.Join(ids, ","),
@@ -93,7 +81,7 @@ func TestSFTThenDPOCLIOnPreTokenizedRows(t *testing.T) {
 	require.NoError(t, os.WriteFile(sftPath, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
 
 	sftOut := filepath.Join(dir, "sft1")
-	stdout, stderr, err := runStageCLI(t, "sft", "train", "--model", filepath.Join(torchFixture, "reference"),
+	stdout, stderr, err := runCLI(t, "sft", "train", "--model", filepath.Join(torchFixture, "reference"),
 		"--train", sftPath, "--val", sftPath, "--out", sftOut, "--steps", "20", "--batch", "4", "--lr", "3e-3",
 		"--warmup", "2", "--packing", "--seq", "64", "--seed", "7", "--threads", "2", "--json")
 	require.NoError(t, err, stderr)
@@ -109,7 +97,7 @@ func TestSFTThenDPOCLIOnPreTokenizedRows(t *testing.T) {
 	assert.Less(t, sres.Rows, 32, "packed")
 	assert.Contains(t, stderr, "20/20", "a progress bar on stderr")
 
-	stdout, _, err = runStageCLI(t, "sft", "eval", "--model", sftOut, "--input", sftPath, "--threads", "2", "--json")
+	stdout, _, err = runCLI(t, "sft", "eval", "--model", sftOut, "--input", sftPath, "--threads", "2", "--json")
 	require.NoError(t, err)
 	var eres map[string]float64
 	require.NoError(t, json.Unmarshal([]byte(stdout), &eres))
@@ -118,7 +106,7 @@ func TestSFTThenDPOCLIOnPreTokenizedRows(t *testing.T) {
 
 	pairs := filepath.Join(torchFixture, "pairs.jsonl")
 	dpoOut := filepath.Join(dir, "dpo1")
-	stdout, stderr, err = runStageCLI(t, "dpo", "train", "--policy", sftOut, "--input", pairs, "--val", pairs,
+	stdout, stderr, err = runCLI(t, "dpo", "train", "--policy", sftOut, "--input", pairs, "--val", pairs,
 		"--formatting-token-ids", "61,62,63", "--out", dpoOut, "--steps", "8", "--batch", "2", "--lr", "2e-3",
 		"--warmup", "1", "--cache-dir", filepath.Join(dir, "cache"), "--threads", "2", "--json")
 	require.NoError(t, err, stderr)
@@ -141,7 +129,7 @@ func TestSFTThenDPOCLIOnPreTokenizedRows(t *testing.T) {
 	assert.Greater(t, dres.Val.Margin, 0.0)
 	assert.FileExists(t, dres.RefCache.Path)
 
-	stdout, _, err = runStageCLI(t, "dpo", "eval", "--policy", dpoOut, "--reference", sftOut, "--input", pairs,
+	stdout, _, err = runCLI(t, "dpo", "eval", "--policy", dpoOut, "--reference", sftOut, "--input", pairs,
 		"--formatting-token-ids", "61,62,63", "--cache-dir", filepath.Join(dir, "cache"), "--threads", "2", "--json")
 	require.NoError(t, err)
 	var m map[string]float64
@@ -178,7 +166,7 @@ func TestSFTDPOCLIRejectsBadRows(t *testing.T) {
 			} else {
 				args = append(args, "--policy", model, "--cache-dir", "")
 			}
-			_, _, err := runStageCLI(t, args...)
+			_, _, err := runCLI(t, args...)
 			require.Error(t, err)
 			t.Log(err)
 			assert.Contains(t, err.Error(), c.want)
@@ -210,7 +198,7 @@ func TestDPOEvalTakesUnsetFlagsFromConfig(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			stdout, _, err := runStageCLI(t, append(append([]string{}, base...), c.extra...)...)
+			stdout, _, err := runCLI(t, append(append([]string{}, base...), c.extra...)...)
 			require.NoError(t, err)
 			var got map[string]float64
 			require.NoError(t, json.Unmarshal([]byte(stdout), &got))
@@ -245,7 +233,7 @@ func TestStageCLIOnTextRowsUsesTheTokenizer(t *testing.T) {
 	eval := func(extra ...string) map[string]float64 {
 		args := append([]string{"dpo", "eval", "--policy", filepath.Join(dir, "policy"), "--reference", filepath.Join(dir, "reference"),
 			"--input", prefPath, "--cache-dir", "", "--threads", "1", "--json"}, extra...)
-		stdout, _, err := runStageCLI(t, args...)
+		stdout, _, err := runCLI(t, args...)
 		require.NoError(t, err)
 		var m map[string]float64
 		require.NoError(t, json.Unmarshal([]byte(stdout), &m))
@@ -268,7 +256,7 @@ func TestStageCLIOnTextRowsUsesTheTokenizer(t *testing.T) {
 	sftPath := filepath.Join(dir, "sft.jsonl")
 	require.NoError(t, os.WriteFile(sftPath, []byte(`{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]}`+"\n"), 0o644))
 	sftEval := func(extra ...string) map[string]float64 {
-		stdout, _, err := runStageCLI(t, append([]string{"sft", "eval", "--model", filepath.Join(dir, "policy"), "--input", sftPath, "--threads", "1", "--json"}, extra...)...)
+		stdout, _, err := runCLI(t, append([]string{"sft", "eval", "--model", filepath.Join(dir, "policy"), "--input", sftPath, "--threads", "1", "--json"}, extra...)...)
 		require.NoError(t, err)
 		var m map[string]float64
 		require.NoError(t, json.Unmarshal([]byte(stdout), &m))

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,19 +13,6 @@ import (
 
 	"github.com/posttrain/posttrain/tokenizer"
 )
-
-// runTokenizerCLI runs the posttrain root command in-process with args.
-func runTokenizerCLI(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetIn(strings.NewReader(stdin))
-	root.SetArgs(args)
-	err = root.ExecuteContext(context.Background())
-	return out.String(), errOut.String(), err
-}
 
 // tokenizerCorpus writes a text file and a JSONL file of chats.
 func tokenizerCorpus(t *testing.T) (txt, jsonl string) {
@@ -51,7 +36,7 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 	txt, jsonl := tokenizerCorpus(t)
 	out := filepath.Join(t.TempDir(), "tok")
 
-	stdout, _, err := runTokenizerCLI(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, "--json", txt, jsonl)
+	stdout, _, err := runCLIWithInput(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, "--json", txt, jsonl)
 	require.NoError(t, err)
 	var s tokenizerTrainSummary
 	require.NoError(t, json.Unmarshal([]byte(stdout), &s))
@@ -65,16 +50,16 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 	assert.Equal(t, 320, tok.VocabSize())
 
 	// Training again without --overwrite refuses; the table output names the file.
-	_, _, err = runTokenizerCLI(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, txt)
+	_, _, err = runCLIWithInput(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, txt)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--overwrite")
-	stdout, _, err = runTokenizerCLI(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, "--overwrite", txt)
+	stdout, _, err = runCLIWithInput(t, "", "tokenizer", "train", "--vocab", "320", "--out", out, "--overwrite", txt)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, filepath.Join(out, "tokenizer.json"))
 	assert.Contains(t, stdout, "bytes/token")
 
 	text := "The parrot chased the rabbit <|eot_id|>"
-	stdout, _, err = runTokenizerCLI(t, "", "tokenizer", "encode", "--tokenizer", out, "--json", text)
+	stdout, _, err = runCLIWithInput(t, "", "tokenizer", "encode", "--tokenizer", out, "--json", text)
 	require.NoError(t, err)
 	var enc struct {
 		IDs    []int32  `json:"ids"`
@@ -87,12 +72,12 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 	assert.Len(t, enc.Tokens, len(enc.IDs))
 	assert.NotContains(t, enc.IDs, tok.EOT(), "specials stay text without --specials")
 
-	stdout, _, err = runTokenizerCLI(t, text, "tokenizer", "encode", "--tokenizer", filepath.Join(out, "tokenizer.json"), "--specials", "--json", "-")
+	stdout, _, err = runCLIWithInput(t, text, "tokenizer", "encode", "--tokenizer", filepath.Join(out, "tokenizer.json"), "--specials", "--json", "-")
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal([]byte(stdout), &enc))
 	assert.Equal(t, tok.EOT(), enc.IDs[len(enc.IDs)-1])
 
-	stdout, _, err = runTokenizerCLI(t, "", "tokenizer", "encode", "--tokenizer", out, "hi there")
+	stdout, _, err = runCLIWithInput(t, "", "tokenizer", "encode", "--tokenizer", out, "hi there")
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	ids, err := tokenizer.ParseIDs(lines[0])
@@ -101,10 +86,10 @@ func TestTokenizerTrainEncodeDecode(t *testing.T) {
 	assert.Contains(t, lines[len(lines)-1], fmt.Sprintf("%d tokens, 8 bytes", len(ids)))
 
 	idArg := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(enc.IDs)), ","), "[]")
-	stdout, _, err = runTokenizerCLI(t, "", "tokenizer", "decode", "--tokenizer", out, idArg)
+	stdout, _, err = runCLIWithInput(t, "", "tokenizer", "decode", "--tokenizer", out, idArg)
 	require.NoError(t, err)
 	assert.Equal(t, text+"\n", stdout)
-	stdout, _, err = runTokenizerCLI(t, "", "tokenizer", "decode", "--tokenizer", out, "--skip-special", "--json", idArg)
+	stdout, _, err = runCLIWithInput(t, "", "tokenizer", "decode", "--tokenizer", out, "--skip-special", "--json", idArg)
 	require.NoError(t, err)
 	var dec map[string]string
 	require.NoError(t, json.Unmarshal([]byte(stdout), &dec))
@@ -117,7 +102,7 @@ func TestTokenizerCLIErrors(t *testing.T) {
 	badJSONL := filepath.Join(dir, "bad.jsonl")
 	require.NoError(t, os.WriteFile(badJSONL, []byte("{\"text\": \"ok\"}\n{\"ids\": [1]}\n"), 0o644))
 	tokDir := filepath.Join(dir, "tok")
-	_, _, err := runTokenizerCLI(t, "", "tokenizer", "train", "--vocab", "300", "--out", tokDir, txt)
+	_, _, err := runCLIWithInput(t, "", "tokenizer", "train", "--vocab", "300", "--out", tokDir, txt)
 	require.NoError(t, err)
 	brokenDir := filepath.Join(dir, "broken")
 	require.NoError(t, os.MkdirAll(brokenDir, 0o755))
@@ -143,7 +128,7 @@ func TestTokenizerCLIErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := runTokenizerCLI(t, "", append([]string{"tokenizer"}, c.args...)...)
+			_, _, err := runCLIWithInput(t, "", append([]string{"tokenizer"}, c.args...)...)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), c.want)
 		})
