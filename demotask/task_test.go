@@ -1,7 +1,9 @@
 package demotask
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -40,7 +42,7 @@ func TestAnswersAreRight(t *testing.T) {
 		check  func(user, answer string) bool
 	}{
 		{Reverse, func(u, a string) bool { return len(a) >= 3 }},
-		{Upper, func(u, a string) bool { return a == toUpperASCII(a) }},
+		{Upper, func(u, a string) bool { return a == strings.ToUpper(a) }},
 		{Format, func(u, a string) bool { return len(a) > 8 && a[:8] == "Answer: " }},
 	}
 	items := Generate(3, Train, 300)
@@ -58,12 +60,12 @@ func TestAnswersAreRight(t *testing.T) {
 		switch it.Family {
 		case Add:
 			var x, y int
-			_, err := fmtSscanf(it.UserText(), "What is %d + %d?", &x, &y)
+			_, err := fmt.Sscanf(it.UserText(), "What is %d + %d?", &x, &y)
 			require.NoError(t, err)
-			assert.Equal(t, itoa(x+y), it.Answer)
+			assert.Equal(t, strconv.Itoa(x+y), it.Answer)
 		case Reverse:
 			var w string
-			_, err := fmtSscanf(it.UserText(), "Reverse the word %s", &w)
+			_, err := fmt.Sscanf(it.UserText(), "Reverse the word %s", &w)
 			require.NoError(t, err)
 			w = w[:len(w)-1]
 			r := []byte(w)
