@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/configs"
@@ -111,6 +112,7 @@ func (a *Activities) sample(ctx context.Context, cfg *configs.Config, req workfl
 		Params: sampling.Params{Temperature: s.Temperature, TopK: s.TopK, TopP: s.TopP, MaxNewTokens: s.MaxNewTokens, StopTokens: stopTokens(tok)},
 		Seed:   uint64(req.Seed)*1000003 + uint64(req.Round), KVBudget: s.KVBudgetBytes,
 		Select:    sampling.Selection{TopN: s.TopN, MinReward: s.MinReward, Dedup: s.Dedup},
+		Verifier:  answerVerifier(s.Verify, rows),
 		Done:      done,
 		Tokenizer: tok,
 		Progress: func(p sampling.Progress) {
@@ -120,7 +122,7 @@ func (a *Activities) sample(ctx context.Context, cfg *configs.Config, req workfl
 			rows := make([]datastore.Candidate, len(cands))
 			for i, c := range cands {
 				rows[i] = datastore.Candidate{RunID: req.RunID, Round: req.Round, PromptID: p.ID, SampleIndex: c.SampleIndex,
-					Text: cleanText(c.Text), TokenIDs: c.Tokens, Reward: c.Reward, Selected: c.Selected, Shard: req.Shard}
+					Text: cleanText(c.Text), TokenIDs: c.Tokens, Reward: c.Reward, Verified: c.Verified, Selected: c.Selected, Shard: req.Shard}
 			}
 			return a.db.RecordCandidates(context.WithoutCancel(ctx), rows)
 		},
@@ -131,6 +133,28 @@ func (a *Activities) sample(ctx context.Context, cfg *configs.Config, req workfl
 	}
 	_, err = sampling.Run(ctx, policy, scorer, shard, opts)
 	return len(shard), err
+}
+
+// answerVerifier is the sampling.verify check: with "answer", a candidate passes when its
+// text, white space trimmed, is the prompt's reference answer (metadata.answer); prompts
+// without one are not checked. It returns nil (no verifier) for "none".
+func answerVerifier(mode string, rows []datastore.Prompt) func(*sampling.Prompt, *sampling.Candidate) (bool, bool) {
+	if mode != configs.VerifyAnswer {
+		return nil
+	}
+	answers := make(map[string]string, len(rows))
+	for _, r := range rows {
+		if ans, ok := r.Metadata["answer"].(string); ok {
+			answers[r.ID] = ans
+		}
+	}
+	return func(p *sampling.Prompt, c *sampling.Candidate) (bool, bool) {
+		ans, ok := answers[p.ID]
+		if !ok {
+			return false, false
+		}
+		return strings.TrimSpace(c.Text) == strings.TrimSpace(ans), true
+	}
 }
 
 // shardResult counts the shard's candidates in PostgreSQL.

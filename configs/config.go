@@ -134,6 +134,10 @@ type SamplingConfig struct {
 	Dedup bool `json:"dedup" yaml:"dedup"`
 	// PromptsPerRound limits the prompts sampled each round; 0 uses all.
 	PromptsPerRound int `json:"prompts_per_round" yaml:"prompts_per_round"`
+	// Verify is none (the reward model alone selects) or answer (samples that disagree
+	// with the prompt's reference answer, metadata.answer, are dropped before the reward
+	// model ranks the rest; prompts without one are not checked).
+	Verify string `json:"verify" yaml:"verify"`
 	// SystemPrompts: round r uses entry r-1, the last entry when there are fewer; none
 	// when empty.
 	SystemPrompts []string `json:"system_prompts" yaml:"system_prompts"`
@@ -146,6 +150,12 @@ func (s SamplingConfig) SystemPrompt(round int) string {
 	}
 	return s.SystemPrompts[min(round, len(s.SystemPrompts))-1]
 }
+
+// Rejection-sampling verifiers (sampling.verify).
+const (
+	VerifyNone   = "none"
+	VerifyAnswer = "answer"
+)
 
 // SFT multi-turn training targets.
 const (

@@ -177,6 +177,7 @@ func (c *Config) validate(origins map[string]string) error {
 		k.fail("sampling.top_n", "must be <= sampling.k (%d), got %d", s.K, s.TopN)
 	}
 	k.atLeast("sampling.prompts_per_round", int64(s.PromptsPerRound), 0)
+	k.oneOf("sampling.verify", s.Verify, VerifyNone, VerifyAnswer)
 
 	f := c.SFT
 	k.oneOf("sft.init", f.Init, "base", "previous")

@@ -10,16 +10,19 @@ import (
 
 // Candidate is one rejection-sampling sample with its reward.
 type Candidate struct {
-	RunID       string    `json:"run_id"`
-	Round       int       `json:"round"`
-	PromptID    string    `json:"prompt_id"`
-	SampleIndex int       `json:"sample_index"`
-	Text        string    `json:"text"`
-	TokenIDs    []int32   `json:"token_ids"`
-	Reward      float64   `json:"reward"`
-	Selected    bool      `json:"selected"`
-	Shard       int       `json:"shard"`
-	CreatedAt   time.Time `json:"created_at"`
+	RunID       string  `json:"run_id"`
+	Round       int     `json:"round"`
+	PromptID    string  `json:"prompt_id"`
+	SampleIndex int     `json:"sample_index"`
+	Text        string  `json:"text"`
+	TokenIDs    []int32 `json:"token_ids"`
+	Reward      float64 `json:"reward"`
+	// Verified is the verifier's verdict: nil when the sample was not checked, false when
+	// it failed the ground-truth check and so could not be selected.
+	Verified  *bool     `json:"verified,omitempty"`
+	Selected  bool      `json:"selected"`
+	Shard     int       `json:"shard"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // CandidateFilter selects candidates; RunID is required, zero fields match everything.
@@ -63,23 +66,23 @@ func (s *Store) RecordCandidates(ctx context.Context, cs []Candidate) error {
 			TRUNCATE candidates_in`); err != nil {
 			return fmt.Errorf("record candidates: %w", err)
 		}
-		cols := []string{"run_id", "round", "prompt_id", "sample_index", "text", "token_ids", "reward", "selected", "shard"}
+		cols := []string{"run_id", "round", "prompt_id", "sample_index", "text", "token_ids", "reward", "verified", "selected", "shard"}
 		_, err := tx.db.CopyFrom(ctx, pgx.Identifier{"candidates_in"}, cols, pgx.CopyFromSlice(len(uniq), func(i int) ([]any, error) {
 			c := uniq[i]
 			ids := c.TokenIDs
 			if ids == nil {
 				ids = []int32{}
 			}
-			return []any{c.RunID, c.Round, c.PromptID, c.SampleIndex, c.Text, ids, c.Reward, c.Selected, c.Shard}, nil
+			return []any{c.RunID, c.Round, c.PromptID, c.SampleIndex, c.Text, ids, c.Reward, c.Verified, c.Selected, c.Shard}, nil
 		}))
 		if err != nil {
 			return fmt.Errorf("record %d candidates: copy: %w", len(uniq), err)
 		}
-		_, err = tx.db.Exec(ctx, `INSERT INTO sampling_candidates (run_id, round, prompt_id, sample_index, text, token_ids, reward, selected, shard)
-			SELECT run_id, round, prompt_id, sample_index, text, token_ids, reward, selected, shard FROM candidates_in
+		_, err = tx.db.Exec(ctx, `INSERT INTO sampling_candidates (run_id, round, prompt_id, sample_index, text, token_ids, reward, verified, selected, shard)
+			SELECT run_id, round, prompt_id, sample_index, text, token_ids, reward, verified, selected, shard FROM candidates_in
 			ON CONFLICT (run_id, round, prompt_id, sample_index) DO UPDATE SET
 				text = EXCLUDED.text, token_ids = EXCLUDED.token_ids, reward = EXCLUDED.reward,
-				selected = EXCLUDED.selected, shard = EXCLUDED.shard`)
+				verified = EXCLUDED.verified, selected = EXCLUDED.selected, shard = EXCLUDED.shard`)
 		if isFKViolation(err) {
 			return fmt.Errorf("record %d candidates: run %s: %w", len(uniq), uniq[0].RunID, ErrNotFound)
 		}
@@ -93,7 +96,7 @@ func (s *Store) RecordCandidates(ctx context.Context, cs []Candidate) error {
 // ListCandidates returns the candidates matching f ordered by round, prompt and sample
 // index.
 func (s *Store) ListCandidates(ctx context.Context, f CandidateFilter) ([]Candidate, error) {
-	q := `SELECT run_id, round, prompt_id, sample_index, text, token_ids, reward, selected, shard, created_at
+	q := `SELECT run_id, round, prompt_id, sample_index, text, token_ids, reward, verified, selected, shard, created_at
 		FROM sampling_candidates
 		WHERE run_id = $1 AND ($2 = 0 OR round = $2) AND ($3 = '' OR prompt_id = $3) AND (NOT $4 OR selected)
 		ORDER BY round, prompt_id, sample_index`
@@ -104,7 +107,7 @@ func (s *Store) ListCandidates(ctx context.Context, f CandidateFilter) ([]Candid
 	}
 	return collect(ctx, s.db, "list candidates of run "+f.RunID, func(row pgx.Row) (Candidate, error) {
 		var c Candidate
-		err := row.Scan(&c.RunID, &c.Round, &c.PromptID, &c.SampleIndex, &c.Text, &c.TokenIDs, &c.Reward, &c.Selected, &c.Shard, &c.CreatedAt)
+		err := row.Scan(&c.RunID, &c.Round, &c.PromptID, &c.SampleIndex, &c.Text, &c.TokenIDs, &c.Reward, &c.Verified, &c.Selected, &c.Shard, &c.CreatedAt)
 		return c, err
 	}, q, args...)
 }

@@ -188,10 +188,18 @@ func TestCandidatesUpsert(t *testing.T) {
 	s := datastore.New(pgtest.NewDB(t))
 	newRun(t, s, "r1")
 	var cs []datastore.Candidate
+	pass, fail := true, false
 	for p := range 20 {
 		for k := range 16 {
-			cs = append(cs, datastore.Candidate{RunID: "r1", Round: 1, PromptID: fmt.Sprintf("p%02d", p), SampleIndex: k,
-				Text: fmt.Sprintf("sample %d", k), TokenIDs: []int32{int32(p), int32(k)}, Reward: float64(k), Selected: k == 15})
+			c := datastore.Candidate{RunID: "r1", Round: 1, PromptID: fmt.Sprintf("p%02d", p), SampleIndex: k,
+				Text: fmt.Sprintf("sample %d", k), TokenIDs: []int32{int32(p), int32(k)}, Reward: float64(k), Selected: k == 15}
+			switch {
+			case p == 0 && k == 15:
+				c.Verified = &pass
+			case p == 0:
+				c.Verified = &fail
+			}
+			cs = append(cs, c)
 		}
 	}
 	require.NoError(t, s.RecordCandidates(ctx, cs))
@@ -205,6 +213,13 @@ func TestCandidatesUpsert(t *testing.T) {
 	require.Len(t, sel, 20)
 	assert.Equal(t, []int32{0, 15}, sel[0].TokenIDs)
 	assert.Equal(t, 15.0, sel[0].Reward)
+	require.NotNil(t, sel[0].Verified, "the verifier's verdict is stored")
+	assert.True(t, *sel[0].Verified)
+	assert.Nil(t, sel[1].Verified, "an unchecked sample stays unchecked")
+	p0, err := s.ListCandidates(ctx, datastore.CandidateFilter{RunID: "r1", Round: 1, PromptID: "p00"})
+	require.NoError(t, err)
+	require.NotNil(t, p0[3].Verified)
+	assert.False(t, *p0[3].Verified)
 
 	// Two calls inside one transaction (the temp table is reused).
 	require.NoError(t, s.InTx(ctx, func(tx *datastore.Store) error {

@@ -42,6 +42,13 @@ type Options struct {
 	NoSharing bool
 	// Select chooses the kept candidates of each prompt.
 	Select Selection
+	// Verifier, when set, checks each finished candidate against the prompt's ground
+	// truth before selection: it returns checked=false for a prompt it cannot check, else
+	// whether the candidate is right. Failing candidates are never selected, so a prompt
+	// with no passing sample contributes nothing; the reward model ranks the rest. This is
+	// the paper's filtering of verifiable prompts (final answers for math, execution
+	// feedback for code) on top of reward-model selection.
+	Verifier func(p *Prompt, c *Candidate) (ok, checked bool)
 	// Done lists prompt ids finished by an earlier run (resume): they are skipped.
 	Done map[string]bool
 	// Tokenizer, when set, fills each candidate's Text.
@@ -110,7 +117,10 @@ type Stats struct {
 	Samples int `json:"samples"`
 	// Selected counts the candidates kept; StoppedSamples finished on a stop token and
 	// TruncatedSamples at MaxNewTokens.
-	Selected         int   `json:"selected"`
+	Selected int `json:"selected"`
+	// VerifiedSamples passed the Verifier and RejectedSamples failed it.
+	VerifiedSamples  int   `json:"verified_samples"`
+	RejectedSamples  int   `json:"rejected_samples"`
 	StoppedSamples   int   `json:"stopped_samples"`
 	TruncatedSamples int   `json:"truncated_samples"`
 	GeneratedTokens  int64 `json:"generated_tokens"`

@@ -565,6 +565,16 @@ func (r *run) finish(j *job, rewards []float64) error {
 			}
 			c.Text = o.Tokenizer.Decode(body)
 		}
+		if o.Verifier != nil {
+			if ok, checked := o.Verifier(j.p, &c); checked {
+				c.Verified = &ok
+				if ok {
+					st.VerifiedSamples++
+				} else {
+					st.RejectedSamples++
+				}
+			}
+		}
 		cands[k] = c
 		st.Samples++
 		st.GeneratedTokens += int64(len(sm.tokens))

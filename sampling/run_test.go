@@ -257,6 +257,47 @@ func TestResumeSkipsDonePrompts(t *testing.T) {
 	assert.Equal(t, Progress{PromptsDone: 5, PromptsTotal: 5}, Progress{PromptsDone: progress[2].PromptsDone, PromptsTotal: progress[2].PromptsTotal})
 }
 
+func TestVerifierFiltersBeforeSelection(t *testing.T) {
+	e := newEnv(t)
+	prompts := idPrompts(4, 8, 512)
+	o := baseOpts()
+	free, err := Run(context.Background(), e.policy, e.scorer, prompts, o)
+	require.NoError(t, err)
+	// The verifier fails every prompt's reward-best sample and does not check p3.
+	best := map[string]int{}
+	for _, c := range free.Candidates {
+		if c.Selected {
+			best[c.PromptID] = c.SampleIndex
+		}
+	}
+	require.Len(t, best, 4)
+	o.Verifier = func(p *Prompt, c *Candidate) (bool, bool) {
+		if p.ID == "p3" {
+			return false, false
+		}
+		return c.SampleIndex != best[p.ID], true
+	}
+	res, err := Run(context.Background(), e.policy, e.scorer, prompts, o)
+	require.NoError(t, err)
+	assert.Equal(t, tokensOf(free.Candidates), tokensOf(res.Candidates), "verifying changes selection, not sampling")
+	checked := 0
+	for _, c := range res.Candidates {
+		if c.PromptID == "p3" {
+			assert.Nil(t, c.Verified)
+			assert.Equal(t, c.SampleIndex == best["p3"], c.Selected, "an unchecked prompt keeps its reward-best sample")
+			continue
+		}
+		checked++
+		require.NotNil(t, c.Verified)
+		assert.Equal(t, c.SampleIndex != best[c.PromptID], *c.Verified)
+		if c.Selected {
+			assert.True(t, *c.Verified, "a failed sample is never selected")
+		}
+	}
+	assert.Equal(t, checked-3, res.Stats.VerifiedSamples)
+	assert.Equal(t, 3, res.Stats.RejectedSamples)
+}
+
 func TestRunRejectsBadOptions(t *testing.T) {
 	e := newEnv(t)
 	tests := []struct {

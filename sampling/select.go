@@ -22,7 +22,10 @@ type Candidate struct {
 	// Duplicate marks a completion identical to an earlier sample of the same prompt
 	// (set only when Selection.Dedup is on).
 	Duplicate bool `json:"duplicate,omitempty"`
-	Selected  bool `json:"selected"`
+	// Verified is the verifier's verdict (Options.Verifier): nil when the candidate was
+	// not checked, false when it failed and so could not be selected.
+	Verified *bool `json:"verified,omitempty"`
+	Selected bool  `json:"selected"`
 	// Rank is the selection rank (1 = best) of a selected candidate, else 0.
 	Rank int `json:"rank,omitempty"`
 }
@@ -68,6 +71,9 @@ func Select(cands []Candidate, sel Selection) int {
 				continue
 			}
 			seen[key] = true
+		}
+		if c.Verified != nil && !*c.Verified {
+			continue // the ground truth says it is wrong: no reward can make it a target
 		}
 		if !sel.KeepTruncated && c.FinishReason != FinishStop {
 			continue

@@ -69,6 +69,30 @@ func TestSelect(t *testing.T) {
 	}
 }
 
+func TestSelectSkipsFailedVerdicts(t *testing.T) {
+	pass, fail := true, false
+	tests := []struct {
+		name     string
+		verdicts []*bool
+		want     []int
+	}{
+		{"unchecked candidates rank by reward", []*bool{nil, nil, nil}, []int{2}},
+		{"a failed best gives way to the next passing", []*bool{&pass, &pass, &fail}, []int{1}},
+		{"only passing candidates are eligible", []*bool{&pass, &fail, &fail}, []int{0}},
+		{"nothing passes: nothing selected", []*bool{&fail, &fail, &fail}, []int{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := []Candidate{cand(0, 0.1, FinishStop, 4, 9), cand(1, 0.5, FinishStop, 5, 9), cand(2, 0.9, FinishStop, 6, 9)}
+			for i, v := range tc.verdicts {
+				cs[i].Verified = v
+			}
+			assert.Equal(t, len(tc.want), Select(cs, Selection{}))
+			assert.Equal(t, tc.want, selectedIdx(cs))
+		})
+	}
+}
+
 func TestSelectIsRepeatable(t *testing.T) {
 	cs := []Candidate{cand(0, 1, FinishStop, 1, 2), cand(1, 2, FinishStop, 3, 2)}
 	Select(cs, Selection{TopN: 2})
