@@ -1,5 +1,6 @@
 // Package checkpoint saves and loads models as Hugging Face compatible directories:
-// config.json (LlamaConfig keys), model.safetensors (F32 tensors under the HF names) and an
+// config.json (LlamaConfig keys), model.safetensors (F32, BF16 or F16 tensors under the HF
+// names; loading always widens them to float32) and an
 // optional tokenizer.json. Loading checks every tensor against the config and names any
 // missing, unexpected or mis-shaped one; a causal LM can be loaded as a reward model, which
 // keeps the backbone and gives it a fresh score head.
@@ -43,6 +44,23 @@ type SaveOptions struct {
 	// Metadata is extra string metadata for the safetensors header ("format": "pt" is
 	// always set, as Hugging Face transformers requires).
 	Metadata map[string]string
+	// DType is the element type of every tensor written: safetensors.F32 (the default
+	// when empty), safetensors.BF16 or safetensors.F16, rounded to nearest even. The
+	// narrow types halve the file; config.json's torch_dtype records the choice.
+	DType safetensors.DType
+}
+
+// torchDtype maps each dtype Save writes to config.json's torch_dtype name.
+func torchDtype(d safetensors.DType) (string, bool) {
+	switch d {
+	case "", safetensors.F32:
+		return "float32", true
+	case safetensors.BF16:
+		return "bfloat16", true
+	case safetensors.F16:
+		return "float16", true
+	}
+	return "", false
 }
 
 // Save writes m to dir atomically: everything goes into a temporary sibling directory that
@@ -55,6 +73,10 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 	dir = filepath.Clean(dir)
 	if err := m.Config.Validate(); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
+	}
+	torchName, ok := torchDtype(opts.DType)
+	if !ok {
+		return fmt.Errorf("save checkpoint %s: cannot write dtype %q (valid: F32, BF16, F16)", dir, opts.DType)
 	}
 	tok, err := tokenizerBytes(opts)
 	if err != nil {
@@ -81,8 +103,11 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
 	}
 	cfg := m.Config
-	if cfg.TorchDtype == "" {
-		cfg.TorchDtype = "float32"
+	// torch_dtype describes the stored weights. A narrow dtype always records itself; an
+	// F32 save keeps a config's own value unless it names a narrow type it no longer has.
+	if opts.DType != "" && opts.DType != safetensors.F32 ||
+		cfg.TorchDtype == "" || cfg.TorchDtype == "bfloat16" || cfg.TorchDtype == "float16" {
+		cfg.TorchDtype = torchName
 	}
 	if err = cfg.SaveConfig(tmp); err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", dir, err)
@@ -92,7 +117,7 @@ func Save(ctx context.Context, dir string, m *transformer.Model, opts SaveOption
 	}
 	tensors := make([]safetensors.Tensor, len(m.W.Tensors))
 	for i, t := range m.W.Tensors {
-		tensors[i] = safetensors.Tensor{Name: t.Name, Shape: t.Shape, Data: t.Data}
+		tensors[i] = safetensors.Tensor{Name: t.Name, Shape: t.Shape, Data: t.Data, DType: opts.DType}
 	}
 	meta := map[string]string{}
 	for k, v := range opts.Metadata {

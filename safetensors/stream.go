@@ -172,12 +172,13 @@ func numElements(shape []int) int {
 // exactly as Write does (metadata first, space padding to 8 bytes), so a streamed file is
 // byte-identical to one written whole.
 func specHeader(specs []TensorSpec, metadata map[string]string) ([]byte, error) {
-	return encodeHeader(specs, metadata, nil)
+	return encodeHeader(specs, nil, metadata, nil)
 }
 
-// encodeHeader is the one header encoder of Write and StreamWriter. check, when set,
-// vets tensor i, which holds n elements by its shape, once its name and shape are valid.
-func encodeHeader(specs []TensorSpec, metadata map[string]string, check func(i, n int) error) ([]byte, error) {
+// encodeHeader is the one header encoder of Write and StreamWriter. dtypes[i] is tensor
+// i's element type (nil means all F32); check, when set, vets tensor i, which holds n
+// elements by its shape, once its name and shape are valid.
+func encodeHeader(specs []TensorSpec, dtypes []DType, metadata map[string]string, check func(i, n int) error) ([]byte, error) {
 	var sb strings.Builder
 	sb.WriteByte('{')
 	if len(metadata) > 0 {
@@ -218,14 +219,18 @@ func encodeHeader(specs []TensorSpec, metadata map[string]string, check func(i, 
 		}
 		name, _ := json.Marshal(s.Name)
 		sb.Write(name)
-		sb.WriteString(`:{"dtype":"F32","shape":[`)
+		dt := F32
+		if dtypes != nil {
+			dt = dtypes[i]
+		}
+		sb.WriteString(`:{"dtype":"` + string(dt) + `","shape":[`)
 		for j, d := range s.Shape {
 			if j > 0 {
 				sb.WriteByte(',')
 			}
 			sb.WriteString(strconv.Itoa(d))
 		}
-		end := off + 4*int64(n)
+		end := off + int64(dt.Size())*int64(n)
 		fmt.Fprintf(&sb, `],"data_offsets":[%d,%d]}`, off, end)
 		off = end
 	}

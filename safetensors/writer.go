@@ -5,24 +5,34 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 )
 
 // Tensor is a named float32 tensor to write; Data is row-major with len == product(Shape).
 type Tensor struct {
-	Name  string
-	Shape []int
-	Data  []float32
+	Name  string    // the tensor's name in the header
+	Shape []int     // its dimensions (empty for a scalar)
+	Data  []float32 // its elements, row-major
+	// DType is the element type stored in the file: F32 (the default when empty), BF16
+	// or F16. The narrower types round Data to nearest even on the way out.
+	DType DType
+}
+
+// dtype is the element type t is stored as.
+func (t Tensor) dtype() DType {
+	if t.DType == "" {
+		return F32
+	}
+	return t.DType
 }
 
 // headerAlign is the alignment of the data region: Hugging Face pads the JSON header with
 // spaces so that tensor data starts on an 8-byte boundary.
 const headerAlign = 8
 
-// Write streams the tensors as F32 in the given order, with optional string metadata.
-// It checks names and shapes before writing anything.
+// Write streams the tensors in the given order, each in its DType (F32 by default), with
+// optional string metadata. It checks names, shapes and dtypes before writing anything.
 func Write(ctx context.Context, w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	hdr, err := buildHeader(tensors, metadata)
 	if err != nil {
@@ -38,17 +48,19 @@ func Write(ctx context.Context, w io.Writer, tensors []Tensor, metadata map[stri
 	}
 	// Encode through a fixed chunk so memory stays bounded whatever the tensor size.
 	const chunkElems = 1 << 14
-	buf := make([]byte, 4*chunkElems)
+	buf := make([]byte, 4*chunkElems) // F32 is the widest writable dtype
 	for _, t := range tensors {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("safetensors: write: %w", err)
 		}
+		dt := t.dtype()
 		for lo := 0; lo < len(t.Data); lo += chunkElems {
 			part := t.Data[lo:min(lo+chunkElems, len(t.Data))]
-			for i, v := range part {
-				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			out := buf[:dt.Size()*len(part)]
+			if err := encodeFloat32(dt, part, out); err != nil {
+				return fmt.Errorf("safetensors: write tensor %q: %w", t.Name, err)
 			}
-			if _, err := w.Write(buf[:4*len(part)]); err != nil {
+			if _, err := w.Write(out); err != nil {
 				return fmt.Errorf("safetensors: write tensor %q: %w", t.Name, err)
 			}
 		}
@@ -57,14 +69,20 @@ func Write(ctx context.Context, w io.Writer, tensors []Tensor, metadata map[stri
 }
 
 // buildHeader encodes the JSON header with tensors in the given order, padded with spaces,
-// checking that each tensor's data fits its shape.
+// checking that each tensor's data fits its shape and its dtype can be written.
 func buildHeader(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 	specs := make([]TensorSpec, len(tensors))
+	dtypes := make([]DType, len(tensors))
 	for i, t := range tensors {
 		specs[i] = TensorSpec{Name: t.Name, Shape: t.Shape}
+		dtypes[i] = t.dtype()
 	}
-	return encodeHeader(specs, metadata, func(i, n int) error {
-		if t := tensors[i]; n != len(t.Data) {
+	return encodeHeader(specs, dtypes, metadata, func(i, n int) error {
+		t := tensors[i]
+		if !dtypes[i].Writable() {
+			return fmt.Errorf("safetensors: tensor %q: cannot write dtype %q (writable: %s)", t.Name, dtypes[i], writableList)
+		}
+		if n != len(t.Data) {
 			return fmt.Errorf("safetensors: tensor %q: shape %v holds %d elements, data has %d", t.Name, t.Shape, n, len(t.Data))
 		}
 		return nil
