@@ -62,8 +62,13 @@ func seedRun(t *testing.T, s *datastore.Store) {
 		var cs []datastore.Candidate
 		for p := 0; p < 4; p++ {
 			for k := 0; k < 4; k++ {
-				cs = append(cs, datastore.Candidate{RunID: "run1", Round: r, PromptID: fmt.Sprintf("p%d", p), SampleIndex: k,
-					Text: "x", Reward: float64(k) + f, Selected: k == 3})
+				c := datastore.Candidate{RunID: "run1", Round: r, PromptID: fmt.Sprintf("p%d", p), SampleIndex: k,
+					Text: "x", Reward: float64(k) + f, Selected: k == 3}
+				if r == 2 && p < 2 { // round 2 verified two prompts: 3 of 8 samples right
+					ok := k >= 3-p
+					c.Verified = &ok
+				}
+				cs = append(cs, c)
 			}
 		}
 		require.NoError(t, s.RecordCandidates(ctx, cs))
@@ -98,10 +103,13 @@ func TestBuildTableFromStore(t *testing.T) {
 		{tab.Rows[2].SFTAccuracy, 0.6, "round 2 SFT accuracy"},
 		{tab.Rows[2].DPOMargin, 0.4, "round 2 margin"},
 		{tab.Rows[2].ByFamily["upper"], 0.5, "round 2 upper"},
+		{tab.Rows[2].SamplesCorrect, 3.0 / 8, "round 2 share of checked samples that passed"},
 	}
 	for _, c := range cases {
 		assert.InDelta(t, c.want, c.got, 1e-9, c.name)
 	}
+	assert.False(t, tab.Rows[1].Has["samples_correct"], "round 1 checked no sample")
+	assert.Equal(t, 4, tab.Rows[1].Kept)
 	assert.Equal(t, []string{datastore.StageSFT, datastore.StageDPO}, tab.Stages)
 	assert.Len(t, tab.Rows[1].Seconds, 2, "round 1: both stage rows timed")
 	assert.Equal(t, map[string]float64{"sft": 12.5, "dpo": 7.5}, tab.Rows[2].Seconds)
@@ -110,7 +118,8 @@ func TestBuildTableFromStore(t *testing.T) {
 
 	md := tab.Markdown()
 	assert.Contains(t, md, "| 0 (base) | - | - |")
-	assert.Contains(t, md, "| 2 | 0.800 | 0.6000 | 0.2500 | 0.400 | 0.600 | 0.700 |")
+	assert.Contains(t, md, "| 1 | 0.700 | - | 4 | 1.1000 |")
+	assert.Contains(t, md, "| 2 | 0.800 | 0.375 | 4 | 0.6000 | 0.2500 | 0.400 | 0.600 | 0.700 |")
 
 	_, err = Load(ctx, s, "nope")
 	require.ErrorContains(t, err, "run nope")

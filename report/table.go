@@ -61,6 +61,11 @@ type Row struct {
 	Round int `json:"round"`
 	// RMAccuracy is the averaged reward model's accuracy on held-out pairs.
 	RMAccuracy float64 `json:"rm_accuracy"`
+	// SamplesCorrect is the share of the round's rejection samples that passed the
+	// ground-truth check (sampling.verify): the sampling policy's accuracy on training
+	// prompts. Kept counts the samples selected for SFT.
+	SamplesCorrect float64 `json:"samples_correct,omitempty"`
+	Kept           int     `json:"samples_kept,omitempty"`
 	// SFTLoss and DPOLoss are the final training losses (mean over variants).
 	SFTLoss float64 `json:"sft_loss"`
 	DPOLoss float64 `json:"dpo_loss"`
@@ -159,6 +164,24 @@ func BuildTable(d *Data) Table {
 			secs[s.Round][s.Kind] += dur.Seconds()
 		}
 	}
+	type verdicts struct{ checked, passed, kept int }
+	byRoundSamples := map[int]*verdicts{}
+	for _, c := range d.Candidates {
+		v := byRoundSamples[c.Round]
+		if v == nil {
+			v = &verdicts{}
+			byRoundSamples[c.Round] = v
+		}
+		if c.Verified != nil {
+			v.checked++
+			if *c.Verified {
+				v.passed++
+			}
+		}
+		if c.Selected {
+			v.kept++
+		}
+	}
 	fams := map[string]bool{}
 	seenStages := map[string]bool{}
 	t := Table{RunID: d.Run.ID}
@@ -179,6 +202,12 @@ func BuildTable(d *Data) Table {
 		} else {
 			v, ok := get(ms, datastore.StageEval, EvalReward, "rm_accuracy")
 			set(&row.RMAccuracy, "rm_accuracy", v, ok)
+		}
+		if sv := byRoundSamples[r]; sv != nil {
+			row.Kept, row.Has["samples_kept"] = sv.kept, true
+			if sv.checked > 0 {
+				set(&row.SamplesCorrect, "samples_correct", float64(sv.passed)/float64(sv.checked), true)
+			}
 		}
 		v, ok := meanOf(ms, datastore.StageSFT, "loss")
 		set(&row.SFTLoss, "sft_loss", v, ok)
@@ -259,7 +288,7 @@ func (r Row) num(name string, v float64, format string) string {
 // one of the stage times.
 func (t Table) Markdown() string {
 	var b strings.Builder
-	head := []string{"round", "RM acc", "SFT loss", "DPO loss", "DPO margin", "acc after SFT", "acc", "format", "mean len", "win rate"}
+	head := []string{"round", "RM acc", "samples correct", "kept", "SFT loss", "DPO loss", "DPO margin", "acc after SFT", "acc", "format", "mean len", "win rate"}
 	for _, f := range t.Families {
 		head = append(head, f)
 	}
@@ -270,7 +299,8 @@ func (t Table) Markdown() string {
 		if r.Round == 0 {
 			label = "0 (base)"
 		}
-		cells := []string{label, r.num("rm_accuracy", r.RMAccuracy, "%.3f"), r.num("sft_loss", r.SFTLoss, "%.4f"),
+		cells := []string{label, r.num("rm_accuracy", r.RMAccuracy, "%.3f"), r.num("samples_correct", r.SamplesCorrect, "%.3f"),
+			r.num("samples_kept", float64(r.Kept), "%.0f"), r.num("sft_loss", r.SFTLoss, "%.4f"),
 			r.num("dpo_loss", r.DPOLoss, "%.4f"), r.num("dpo_margin", r.DPOMargin, "%.3f"), r.num("sft_accuracy", r.SFTAccuracy, "%.3f"),
 			r.num("accuracy", r.Accuracy, "%.3f"), r.num("format_compliance", r.FormatCompliance, "%.3f"),
 			r.num("mean_length", r.MeanLength, "%.1f"), r.num("win_rate", r.WinRate, "%.3f")}
