@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -13,22 +17,25 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/safetensors"
 	"github.com/posttrain/posttrain/trainer"
 	"github.com/posttrain/posttrain/trainer/bench"
 	"github.com/posttrain/posttrain/trainer/pretrain"
 	"github.com/posttrain/posttrain/transformer"
 )
 
-// newModelCmd groups the model-directory commands: init and info.
+// newModelCmd groups the model-directory commands: init, info and convert.
 func newModelCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
 		Short: "Create and inspect model checkpoints (Hugging Face Llama directories)",
 		Long: `A model is a directory in Hugging Face's layout: config.json (LlamaConfig keys),
-model.safetensors (F32 tensors under the HF names) and, usually, tokenizer.json.
-Training commands may add trainer_state.json and trainer_state.bin next to them.`,
+model.safetensors (tensors under the HF names: F32 as training writes them, or BF16/F16
+after "model convert") and, usually, tokenizer.json. Training commands may add
+trainer_state.json and trainer_state.bin next to them.`,
 	}
-	cmd.AddCommand(newModelInitCmd(g), newModelInfoCmd(g))
+	cmd.AddCommand(newModelInitCmd(g), newModelInfoCmd(g), newModelConvertCmd(g))
 	return cmd
 }
 
@@ -88,6 +95,113 @@ directory holds a trainer state, its step and token count are shown too.`,
 			return printModelSummary(cmd.OutOrStdout(), g.jsonOut, s)
 		},
 	}
+}
+
+// convertDType maps model convert's --dtype values to safetensors dtypes.
+func convertDType(name string) (safetensors.DType, error) {
+	switch strings.ToLower(name) {
+	case "":
+		return "", errors.New("model convert: --dtype is required (bf16, f16 or f32)")
+	case "bf16":
+		return safetensors.BF16, nil
+	case "f16":
+		return safetensors.F16, nil
+	case "f32":
+		return safetensors.F32, nil
+	}
+	return "", fmt.Errorf("model convert: unknown --dtype %q (valid: bf16, f16, f32)", name)
+}
+
+// modelConvertJSON is model convert's --json document.
+type modelConvertJSON struct {
+	Model       string `json:"model"`
+	Out         string `json:"out"`
+	DType       string `json:"dtype"`
+	Parameters  int64  `json:"parameters"`
+	BytesBefore int64  `json:"bytes_before"` // the source's model.safetensors
+	BytesAfter  int64  `json:"bytes_after"`  // the written model.safetensors
+}
+
+func newModelConvertCmd(g *globalOptions) *cobra.Command {
+	var model, out, dtypeName string
+	var overwrite bool
+	cmd := &cobra.Command{
+		Use:   "convert --model DIR --out DIR --dtype bf16|f16|f32 [--overwrite]",
+		Short: "Rewrite a model directory's weights as BF16, F16 or F32",
+		Long: `Load a model directory and write it to --out with every tensor stored as --dtype:
+bf16 or f16 halve model.safetensors (values rounded to nearest even; f16 keeps more
+mantissa but tops out at 65504, and a model with larger weights is refused), f32 widens
+a narrow checkpoint back. config.json's torch_dtype records the dtype and tokenizer.json
+is copied along; a trainer state is not (convert is for shipping, not resuming).
+Loading widens narrow weights to float32, so every command reads the result.`,
+		Example: `  posttrain model convert --model base/ --out base-bf16/ --dtype bf16
+  posttrain model convert --model base/ --out base-bf16/ --dtype bf16 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dtype, err := convertDType(dtypeName)
+			if err != nil {
+				return err
+			}
+			if model == "" || out == "" {
+				return errors.New("model convert: --model and --out are required")
+			}
+			res, err := convertModel(cmd.Context(), model, out, dtype, overwrite)
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return writeModelJSON(cmd.OutOrStdout(), res)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "out\t%s\n", res.Out)
+			fmt.Fprintf(tw, "dtype\t%s (%d parameters)\n", res.DType, res.Parameters)
+			fmt.Fprintf(tw, "%s\t%d bytes -> %d bytes (%.0f%%)\n", checkpoint.WeightsFile, res.BytesBefore, res.BytesAfter,
+				100*float64(res.BytesAfter)/float64(max(res.BytesBefore, 1)))
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "", "model directory to convert")
+	f.StringVar(&out, "out", "", "directory to write (must be absent or empty unless --overwrite)")
+	f.StringVar(&dtypeName, "dtype", "", "stored element type: bf16, f16 or f32")
+	f.BoolVar(&overwrite, "overwrite", false, "replace a non-empty --out directory")
+	return cmd
+}
+
+// convertModel loads dir and saves it to out with every tensor stored as dtype.
+func convertModel(ctx context.Context, dir, out string, dtype safetensors.DType, overwrite bool) (*modelConvertJSON, error) {
+	before, err := os.Stat(filepath.Join(dir, checkpoint.WeightsFile))
+	if err != nil {
+		return nil, fmt.Errorf("model convert: %w", err)
+	}
+	pool := kernels.NewPool(1) // loading and saving do no arithmetic
+	defer pool.Close()
+	m, err := checkpoint.Load(ctx, dir, pool)
+	if err != nil {
+		return nil, fmt.Errorf("model convert: %w", err)
+	}
+	if dtype == safetensors.F16 {
+		// An infinity would make the written checkpoint unloadable; say so now.
+		for _, t := range m.W.Tensors {
+			for _, v := range t.Data {
+				if h := safetensors.Float32ToHalf(v); h&0x7fff == 0x7c00 {
+					return nil, fmt.Errorf("model convert: tensor %q holds %g, beyond f16's range (use --dtype bf16)", t.Name, v)
+				}
+			}
+		}
+	}
+	opts := checkpoint.SaveOptions{TokenizerFrom: dir, Overwrite: overwrite, DType: dtype}
+	if err := checkpoint.Save(ctx, out, m, opts); err != nil {
+		return nil, fmt.Errorf("model convert: %w", err)
+	}
+	after, err := os.Stat(filepath.Join(out, checkpoint.WeightsFile))
+	if err != nil {
+		return nil, fmt.Errorf("model convert: %w", err)
+	}
+	return &modelConvertJSON{
+		Model: dir, Out: out, DType: string(dtype), Parameters: int64(len(m.W.Data)),
+		BytesBefore: before.Size(), BytesAfter: after.Size(),
+	}, nil
 }
 
 // modelInfoJSON is model info's --json document: the checkpoint summary plus the

@@ -14,6 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/posttrain/posttrain/checkpoint"
+	"github.com/posttrain/posttrain/kernels"
+	"github.com/posttrain/posttrain/safetensors"
 	"github.com/posttrain/posttrain/tokenizer"
 )
 
@@ -110,6 +113,10 @@ func TestModelCommandsRejectBadInput(t *testing.T) {
 		{"missing config", []string{"model", "init", "--config", filepath.Join(dir, "nope.json"), "--out", filepath.Join(dir, "e")}, "nope.json"},
 		{"info missing", []string{"model", "info", filepath.Join(dir, "nothing")}, "nothing"},
 		{"info args", []string{"model", "info"}, "accepts 1 arg"},
+		{"convert bad dtype", []string{"model", "convert", "--model", dir, "--out", filepath.Join(dir, "g"), "--dtype", "int8"}, `unknown --dtype "int8" (valid: bf16, f16, f32)`},
+		{"convert no dtype", []string{"model", "convert", "--model", dir, "--out", filepath.Join(dir, "h")}, "--dtype is required"},
+		{"convert no out", []string{"model", "convert", "--model", dir, "--dtype", "bf16"}, "--model and --out are required"},
+		{"convert missing model", []string{"model", "convert", "--model", filepath.Join(dir, "nothing"), "--out", filepath.Join(dir, "i"), "--dtype", "bf16"}, "nothing"},
 		{"pretrain no out", []string{"pretrain", "--model", dir, "--data", corpus}, "--out is required"},
 		{"pretrain bad steps", []string{"pretrain", "--model", dir, "--data", corpus, "--out", filepath.Join(dir, "f"), "--steps", "0"}, "--steps must be >= 1"},
 	}
@@ -120,4 +127,97 @@ func TestModelCommandsRejectBadInput(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestModelConvert(t *testing.T) {
+	tokDir, _, vocab := modelCLIFixture(t)
+	dir := t.TempDir()
+	model := filepath.Join(dir, "base")
+	_, _, err := runCLI(t, "model", "init", "--preset", "tiny", "--tokenizer", tokDir,
+		"--vocab-size", fmt.Sprint(vocab), "--seed", "5", "--out", model)
+	require.NoError(t, err)
+	pool := kernels.NewPool(1)
+	t.Cleanup(pool.Close)
+	orig, err := checkpoint.Load(context.Background(), model, pool)
+	require.NoError(t, err)
+
+	tests := []struct {
+		flag   string
+		dtype  string
+		narrow func(float32) float32
+	}{
+		{"bf16", "BF16", func(v float32) float32 { return safetensors.BFloat16ToFloat32(safetensors.Float32ToBFloat16(v)) }},
+		{"F16", "F16", func(v float32) float32 { return safetensors.HalfToFloat32(safetensors.Float32ToHalf(v)) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.flag, func(t *testing.T) {
+			out := filepath.Join(dir, "out-"+tc.flag)
+			stdout, _, err := runCLI(t, "model", "convert", "--model", model, "--out", out, "--dtype", tc.flag, "--json")
+			require.NoError(t, err)
+			var res struct {
+				Out         string `json:"out"`
+				DType       string `json:"dtype"`
+				Parameters  int64  `json:"parameters"`
+				BytesBefore int64  `json:"bytes_before"`
+				BytesAfter  int64  `json:"bytes_after"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+			assert.Equal(t, out, res.Out)
+			assert.Equal(t, tc.dtype, res.DType)
+			assert.EqualValues(t, len(orig.W.Data), res.Parameters)
+			st, err := os.Stat(filepath.Join(out, checkpoint.WeightsFile))
+			require.NoError(t, err)
+			assert.Equal(t, st.Size(), res.BytesAfter)
+			assert.Less(t, float64(res.BytesAfter), 0.55*float64(res.BytesBefore), "about half: %d -> %d", res.BytesBefore, res.BytesAfter)
+
+			got, err := checkpoint.Load(context.Background(), out, pool)
+			require.NoError(t, err)
+			require.Len(t, got.W.Data, len(orig.W.Data))
+			for i, v := range orig.W.Data {
+				require.Equalf(t, tc.narrow(v), got.W.Data[i], "weight %d", i)
+			}
+			tokA, err := os.ReadFile(filepath.Join(model, checkpoint.TokenizerFile))
+			require.NoError(t, err)
+			tokB, err := os.ReadFile(filepath.Join(out, checkpoint.TokenizerFile))
+			require.NoError(t, err)
+			assert.Equal(t, tokA, tokB, "tokenizer.json is copied along")
+
+			info, _, err := runCLI(t, "model", "info", out)
+			require.NoError(t, err)
+			assert.Contains(t, info, tc.dtype+" x")
+		})
+	}
+
+	// The table output names the sizes; f32 widens a narrow model back.
+	back := filepath.Join(dir, "back")
+	stdout, _, err := runCLI(t, "model", "convert", "--model", filepath.Join(dir, "out-bf16"), "--out", back, "--dtype", "f32")
+	require.NoError(t, err)
+	assert.Regexp(t, `dtype\s+F32`, stdout)
+	assert.Regexp(t, `model\.safetensors\s+\d+ bytes -> \d+ bytes`, stdout)
+
+	// --out must be empty unless --overwrite.
+	_, _, err = runCLI(t, "model", "convert", "--model", model, "--out", back, "--dtype", "bf16")
+	require.ErrorContains(t, err, "not empty")
+	_, _, err = runCLI(t, "model", "convert", "--model", model, "--out", back, "--dtype", "bf16", "--overwrite")
+	require.NoError(t, err)
+}
+
+func TestModelConvertRefusesF16Overflow(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "base")
+	_, _, err := runCLI(t, "model", "init", "--preset", "tiny", "--seed", "1", "--out", model)
+	require.NoError(t, err)
+	pool := kernels.NewPool(1)
+	t.Cleanup(pool.Close)
+	m, err := checkpoint.Load(context.Background(), model, pool)
+	require.NoError(t, err)
+	m.W.Norm[0] = 1e6
+	big := filepath.Join(dir, "big")
+	require.NoError(t, checkpoint.Save(context.Background(), big, m, checkpoint.SaveOptions{}))
+	_, _, err = runCLI(t, "model", "convert", "--model", big, "--out", filepath.Join(dir, "f16"), "--dtype", "f16")
+	require.ErrorContains(t, err, "beyond f16's range")
+	_, statErr := os.Stat(filepath.Join(dir, "f16"))
+	assert.True(t, os.IsNotExist(statErr), "nothing is written")
+	_, _, err = runCLI(t, "model", "convert", "--model", big, "--out", filepath.Join(dir, "bf16"), "--dtype", "bf16")
+	assert.NoError(t, err, "bf16 has float32's range")
 }
