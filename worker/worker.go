@@ -37,6 +37,11 @@ type Options struct {
 	OnlyQueues []string
 	// Identity names the worker in the Web UI ("" = the SDK's default).
 	Identity string
+	// ProgressInterval, when set, is the longest a heartbeat (and so the progress that
+	// `posttrain run watch`, `posttrain demo` and the Web UI show) waits before it is
+	// sent. 0 keeps the SDK's throttle of 80% of the heartbeat timeout, which leaves a
+	// progress bar still for tens of seconds; a local server can take one a second.
+	ProgressInterval time.Duration
 }
 
 // Workers are the started or startable workers of one process.
@@ -91,6 +96,7 @@ func NewWithActivities(c client.Client, acts *activities.Activities, opts Option
 			MaxConcurrentActivityExecutionSize:     opts.MaxConcurrentActivities,
 			MaxConcurrentWorkflowTaskExecutionSize: opts.MaxConcurrentWorkflowTasks,
 			Identity:                               opts.Identity,
+			MaxHeartbeatThrottleInterval:           opts.ProgressInterval,
 			// Training heartbeats carry checkpoints: let an activity finish saving when
 			// the worker stops.
 			WorkerStopTimeout: 30 * time.Second,

@@ -63,6 +63,8 @@ func PosttrainWorker(c client.Client, env WorkerEnv) (Worker, error) {
 		TrainingQueue:           cfg.Temporal.TrainingTaskQueue,
 		SamplingQueue:           cfg.Temporal.SamplingTaskQueue,
 		MaxConcurrentActivities: cfg.Temporal.MaxConcurrentActivities,
+		// The server is in this process: progress bars can move every second.
+		ProgressInterval: time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build worker: %w", err)
