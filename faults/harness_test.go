@@ -59,6 +59,8 @@ var tinyOverrides = []string{
 	"trainer.warmup_steps=1", "trainer.checkpoint_every=2", "trainer.threads=1",
 	"reward.steps=16", "reward.batch_size=4", "reward.variants=1",
 	"sampling.k=4", "sampling.max_new_tokens=12", "sampling.shards=2", "sampling.prompts_per_round=16", "sampling.kv_budget_bytes=0",
+	// An untrained model answers nothing right: the ground-truth filter would keep no sample.
+	"sampling.verify=none",
 	"sft.steps=4", "sft.batch_size=4", "sft.variants=1",
 	"dpo.steps=16", "dpo.batch_size=2", "dpo.variants=1",
 	"eval.prompts=8", "eval.max_new_tokens=8", "annotator.prompts_per_round=8",

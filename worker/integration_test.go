@@ -75,6 +75,8 @@ var tinyOverrides = []string{
 	"trainer.warmup_steps=1", "trainer.checkpoint_every=2",
 	"reward.steps=4", "reward.batch_size=4", "reward.variants=2",
 	"sampling.k=3", "sampling.max_new_tokens=8", "sampling.shards=2", "sampling.prompts_per_round=8", "sampling.kv_budget_bytes=0",
+	// An untrained model answers nothing right: the ground-truth filter would keep no sample.
+	"sampling.verify=none",
 	"sft.steps=4", "sft.batch_size=4", "sft.variants=1",
 	"dpo.steps=4", "dpo.batch_size=2", "dpo.variants=2",
 	"eval.prompts=8", "eval.max_new_tokens=8", "annotator.prompts_per_round=16",
