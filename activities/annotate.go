@@ -54,9 +54,12 @@ func (a *Activities) Annotate(ctx context.Context, req workflows.AnnotateRequest
 	if err != nil {
 		return workflows.AnnotateResult{}, err
 	}
-	if len(rows) == 0 {
+	if len(rows) == 0 && (req.Kind != workflows.AnnotatorSimulated || req.Round == 0) {
 		return workflows.AnnotateResult{}, a.finishFailed(ctx, st.ID, invalid("round %d: the %s annotator produced no preference pairs", req.Round, req.Kind))
 	}
+	// A policy that answers every annotated prompt the same way each time leaves the
+	// simulated annotator nothing to compare: the round adds no pairs, and the next
+	// round's reward model and DPO use the batches collected before.
 	art, err := a.db.RecordDatasetArtifact(ctx, n.Annotations, req.RunID, req.Round)
 	if err != nil {
 		return workflows.AnnotateResult{}, err
@@ -87,7 +90,11 @@ func (a *Activities) Annotate(ctx context.Context, req workflows.AnnotateRequest
 	return res, nil
 }
 
-// annotateSimulated samples two answers per prompt from the policy and lets the bundled
+// annotationSamples are drawn per prompt for the simulated annotator, which compares
+// the first two distinct ones.
+const annotationSamples = 4
+
+// annotateSimulated samples two distinct answers per prompt from the policy and lets the bundled
 // task's simulated annotator compare them against the ground truth.
 func (a *Activities) annotateSimulated(ctx context.Context, cfg *configs.Config, n dataNames, req workflows.AnnotateRequest) error {
 	all, err := a.trainPrompts(ctx, n)
@@ -127,7 +134,7 @@ func (a *Activities) annotateSimulated(ctx context.Context, cfg *configs.Config,
 		if mx <= 0 {
 			return invalid("prompt %s has %d tokens: no room to answer in the context window", p.ID, len(ids))
 		}
-		reqs[i] = inference.Request{Prompt: ids, Samples: 2, Params: inference.Params{MaxNewTokens: mx,
+		reqs[i] = inference.Request{Prompt: ids, Samples: annotationSamples, Params: inference.Params{MaxNewTokens: mx,
 			Temperature: max(cfg.Sampling.Temperature, 0.1), TopP: cfg.Sampling.TopP, TopK: cfg.Sampling.TopK,
 			StopTokens: stopTokens(tok), Seed: seed + uint64(i)}}
 	}
@@ -140,13 +147,21 @@ func (a *Activities) annotateSimulated(ctx context.Context, cfg *configs.Config,
 	ann := demotask.NewAnnotator(demotask.AnnotatorOptions{Noise: cfg.Annotator.Noise, LengthBias: max(cfg.Annotator.Bias, 0), Edit: true}, seed)
 	var rows []datastore.PreferencePair
 	for i, o := range outs {
+		// The first sample, and the first later one that differs from it (else the first
+		// again): a good policy often says the same thing twice.
 		texts := make([]string, 2)
 		for j, c := range o {
 			toks := c.Tokens
 			if c.FinishReason == inference.FinishStop && len(toks) > 0 {
 				toks = toks[:len(toks)-1]
 			}
-			texts[j] = cleanText(tok.Decode(toks))
+			t := cleanText(tok.Decode(toks))
+			switch {
+			case j == 0:
+				texts[0], texts[1] = t, t
+			case texts[1] == texts[0] && t != texts[0]:
+				texts[1] = t
+			}
 		}
 		it := items[i]
 		pref, ok := ann.Compare(it, texts[0], texts[1])

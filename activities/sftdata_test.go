@@ -58,3 +58,41 @@ func TestSFTExamplesTakeTheRoundOrEveryRoundSoFar(t *testing.T) {
 		})
 	}
 }
+
+func TestDPOTakesTheLatestAnnotationBatch(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p := f.start(t, "run-latest")
+	cfg, err := f.acts.config(ctx, p.RunID)
+	require.NoError(t, err)
+	n := names(cfg, p.RunID)
+	_, err = f.db.CreateDataset(ctx, datastore.Dataset{Name: n.Annotations, Kind: datastore.KindPreferences})
+	require.NoError(t, err)
+	// Batches from rounds 0, 1 and 3; round 2's policy gave the annotator nothing.
+	var rows []datastore.PreferencePair
+	for _, round := range []int{0, 1, 3} {
+		for i := range 2 {
+			rows = append(rows, datastore.PreferencePair{Dataset: n.Annotations, Ord: int64(round)<<32 | int64(i), Round: round,
+				Prompt: datastore.Segment{Text: fmt.Sprintf("q%d", i)}, Chosen: datastore.Segment{Text: fmt.Sprintf("right r%d", round)},
+				Rejected: datastore.Segment{Text: fmt.Sprintf("wrong r%d p%d", round, i)}, Split: datastore.SplitTrain})
+		}
+	}
+	_, err = f.db.InsertPreferencePairs(ctx, rows)
+	require.NoError(t, err)
+	tests := []struct {
+		round, wantBatch int
+	}{
+		{1, 0}, {2, 1}, {3, 1}, {4, 3}, {6, 3},
+	}
+	for _, tt := range tests {
+		got, err := f.acts.latestPreferences(ctx, n.Annotations, tt.round)
+		require.NoError(t, err)
+		require.Len(t, got, 2, "round %d", tt.round)
+		for _, r := range got {
+			require.Equal(t, tt.wantBatch, r.Round, "round %d trains DPO on the batch of round %d", tt.round, tt.wantBatch)
+		}
+	}
+	none, err := f.acts.latestPreferences(ctx, n.Annotations, 0)
+	require.NoError(t, err)
+	require.Empty(t, none, "nothing was collected before round 0")
+}

@@ -406,7 +406,8 @@ func (a *Activities) sftExamples(ctx context.Context, runID string, round int, a
 }
 
 // TrainDPO trains one DPO variant from req.Init against req.Reference on the most
-// recent preference batch (the annotations collected after the previous round).
+// recent preference batch (the annotations collected after the previous round, or the
+// latest earlier batch when that round added none).
 func (a *Activities) TrainDPO(ctx context.Context, req workflows.TrainRequest) (workflows.ModelResult, error) {
 	cfg, err := a.config(ctx, req.RunID)
 	if err != nil {
@@ -425,7 +426,7 @@ func (a *Activities) TrainDPO(ctx context.Context, req workflows.TrainRequest) (
 	if err != nil {
 		return workflows.ModelResult{}, err
 	}
-	rows, err := a.preferences(ctx, n.Annotations, datastore.SplitTrain, func(r int) bool { return r == req.Round-1 })
+	rows, err := a.latestPreferences(ctx, n.Annotations, req.Round)
 	if err != nil {
 		return workflows.ModelResult{}, err
 	}
@@ -475,6 +476,27 @@ func (a *Activities) TrainDPO(ctx context.Context, req workflows.TrainRequest) (
 		}
 		return trainOutcome{model: m, tokJSON: tokJSON, steps: res.Steps, startStep: res.StartStep, metrics: metrics}, nil
 	})
+}
+
+// latestPreferences are the training pairs of the most recent annotation batch before
+// round: the previous round's, or an earlier one when that round added none (a policy
+// that always answers the same way gives the annotator nothing to compare).
+func (a *Activities) latestPreferences(ctx context.Context, dataset string, round int) ([]datastore.PreferencePair, error) {
+	rows, err := a.preferences(ctx, dataset, datastore.SplitTrain, func(r int) bool { return r < round })
+	if err != nil {
+		return nil, err
+	}
+	latest := -1
+	for _, r := range rows {
+		latest = max(latest, r.Round)
+	}
+	out := rows[:0]
+	for _, r := range rows {
+		if r.Round == latest {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // dpoOptions are the DPO objective settings of the config.
