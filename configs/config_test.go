@@ -104,7 +104,7 @@ func TestPrecedence(t *testing.T) {
 	assert.Equal(t, 5, c.Sampling.K, "env beats file and preset")
 	assert.Equal(t, 0.5, c.DPO.NLLCoef, "file beats preset")
 	assert.Equal(t, 3, c.Rounds, "file beats default")
-	assert.Equal(t, 128, c.Eval.Prompts, "preset beats default")
+	assert.Equal(t, 256, c.Eval.Prompts, "preset beats default")
 	assert.Equal(t, "postgres://u:secret@db:5432/x", c.Datastore.URL)
 
 	// POSTTRAIN_DATASTORE_URL, the derived name, wins over POSTTRAIN_DATABASE_URL.

@@ -62,11 +62,15 @@ embedded defaults:
   - a worker, and the PostTraining workflow on the demo preset, starting from the base
     model shipped in the binary (assets/basemodel).
 
-Each round trains the reward model, samples with the previous round's model and keeps
-the best of K, then runs SFT and DPO with model averaging, evaluating after every stage
-on held-out prompts; the simulated annotator labels the next round's preferences.
-Progress goes to stderr; at the end the per-round table (RM accuracy, SFT and DPO
-losses, held-out accuracy per capability, format compliance, time per stage) is printed
+Each round trains the reward model, samples K=8 answers per prompt with the previous
+round's model, drops those that disagree with the prompt's ground truth
+(sampling.verify=answer, as the paper filters math by final answers) and keeps the
+reward model's best of the rest, then runs SFT on every round's kept samples and DPO
+with model averaging, evaluating after every stage on held-out prompts; the simulated
+annotator labels the next round's preferences. It takes about 5 minutes on 2 cores.
+Progress goes to stderr; at the end the per-round table (RM accuracy, share of samples
+correct and kept, SFT and DPO losses, held-out accuracy per capability, format
+compliance, time per stage) is printed
 (--json: as JSON), the report (Markdown, HTML, PNG plots) is written under
 <data-dir>/reports/<run>, and the Web UI link is shown. --keep leaves the UI up until
 Ctrl-C. The same --seed gives the same table (timings aside).`,
