@@ -92,6 +92,33 @@ func TestPromptsAndSFT(t *testing.T) {
 	require.Len(t, prompts, 3)
 	assert.Len(t, prompts[1].Prompt.Messages, 1, "a trailing answer is not part of the prompt")
 	assert.Equal(t, 3, prompts[2].Line)
+	assert.Empty(t, prompts[0].Answer, "the answer is optional")
+
+	// A prompt row may carry a reference answer; it is not part of the prompt.
+	for _, good := range []struct{ name, line, answer string }{
+		{"text prompt", `{"prompt":"2+2?","answer":"4"}`, "4"},
+		{"empty answer", `{"prompt":"2+2?","answer":""}`, ""},
+		{"messages, answer kept verbatim", `{"messages":[{"role":"user","content":"2+2?"}],"answer":" 4\n"}`, " 4\n"},
+		{"pre-tokenized", `{"prompt_ids":[7],"answer":"seven","id":"q7"}`, "seven"},
+	} {
+		t.Run(good.name, func(t *testing.T) {
+			p, err := ParsePrompt([]byte(good.line))
+			require.NoError(t, err)
+			assert.Equal(t, good.answer, p.Answer)
+			assert.False(t, p.Prompt.IsZero())
+		})
+	}
+	for _, bad := range []struct{ name, line, want string }{
+		{"numeric answer", `{"prompt":"2+2?","answer":4}`, "p.jsonl:1: field answer: must be a string, got a number"},
+		{"list answer", `{"prompt":"2+2?","answer":["4"]}`, "field answer: must be a string, got a list"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			rows, err := ReadPrompts(strings.NewReader(bad.line), "p.jsonl", ReadOptions{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), bad.want)
+			assert.Nil(t, rows)
+		})
+	}
 
 	sft, err := ReadSFT(strings.NewReader(`{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}
 {"prompt":"q","completion":"a"}

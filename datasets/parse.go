@@ -388,7 +388,8 @@ func ParsePreference(raw []byte) (Preference, error) {
 }
 
 // ParsePrompt parses one JSONL line as a prompt row (`prompt`, `prompt_ids`, or a
-// `messages` list, whose trailing assistant message, if any, is dropped).
+// `messages` list, whose trailing assistant message, if any, is dropped), with an
+// optional string `answer`: the reference answer samples can be verified against.
 func ParsePrompt(raw []byte) (Prompt, error) {
 	obj, err := object(raw)
 	if err != nil {
@@ -396,6 +397,9 @@ func ParsePrompt(raw []byte) (Prompt, error) {
 	}
 	var p Prompt
 	if p.ID, err = optionalString(obj, "id"); err != nil {
+		return p, err
+	}
+	if p.Answer, err = optionalString(obj, "answer"); err != nil {
 		return p, err
 	}
 	prompt, ok, err := parseText(obj, "prompt")

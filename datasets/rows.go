@@ -59,6 +59,10 @@ func (t Text) IsZero() bool { return t.Form == FormNone }
 type Prompt struct {
 	ID     string `json:"id,omitempty"`
 	Prompt Text   `json:"prompt"`
+	// Answer is the optional reference answer ("answer"): with `posttrain sample --verify
+	// answer`, a sample whose trimmed text differs from it is never selected. It is not
+	// part of the prompt fed to the policy.
+	Answer string `json:"answer,omitempty"`
 	// Line is the 1-based line of the row in its JSONL file (0 when not read from a file).
 	Line int `json:"-"`
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -32,7 +33,7 @@ import (
 // sampleOptions are `posttrain sample`'s flags.
 type sampleOptions struct {
 	policy, rewardModel, prompts, out, candidates string
-	kvBudget                                      string
+	kvBudget, verify                              string
 	systems                                       []string
 	k, topK, maxNew, topN, shards, shard, threads int
 	maxBatch, scoreBatch, round                   int
@@ -44,13 +45,15 @@ type sampleOptions struct {
 
 // sampleSummary is `posttrain sample --json`'s output.
 type sampleSummary struct {
-	Prompts    int            `json:"prompts"`
-	Shard      int            `json:"shard"`
-	Shards     int            `json:"shards"`
-	Selected   int            `json:"selected"`
-	Out        string         `json:"out"`
-	Candidates string         `json:"candidates,omitempty"`
-	Stats      sampling.Stats `json:"stats"`
+	Prompts    int    `json:"prompts"`
+	Shard      int    `json:"shard"`
+	Shards     int    `json:"shards"`
+	Selected   int    `json:"selected"`
+	Out        string `json:"out"`
+	Candidates string `json:"candidates,omitempty"`
+	// Verify is the --verify mode; Stats counts the verified and rejected samples.
+	Verify string         `json:"verify"`
+	Stats  sampling.Stats `json:"stats"`
 }
 
 // newSampleCmd runs rejection sampling: K samples per prompt from a policy, scored by a
@@ -80,13 +83,22 @@ prompts, chosen by prompt id). Pre-tokenized prompts are used exactly as given.
 {"prompt", "completion", "reward", ...} for text prompts (the prompt as messages when a
 system prompt was added), {"prompt_ids", "completion_ids", ...} for pre-tokenized ones.
 --candidates gets every sample: prompt id, sample index, token ids, text, reward, finish
-reason (stop or length) and whether it was selected.
+reason (stop or length), the --verify verdict ("verified", when checked) and whether it
+was selected.
+
+--verify answer checks samples against the rows' optional reference answer ({"prompt":
+"2+2?", "answer": "4"}): a sample whose text, white space trimmed, differs from the
+trimmed answer is never selected, so a prompt with no correct sample contributes
+nothing; the reward model ranks the correct ones. Rows without an answer are not
+checked, but at least one row of the file must have one, and the policy needs its
+tokenizer.json (samples are compared as text). --verify none (the default) lets the
+reward model alone select.
 
 Flags not given take their values from the pipeline config's sampling section (the
 --preset, the --config file, POSTTRAIN_* variables and --set, e.g. --set
 sampling.k=30): k, temperature, top_p, top_k, max_new_tokens, kv_budget_bytes (0: no
-limit), batch_size (--score-batch), top_n, min_reward, dedup, and with --round the
-round's system prompt. A flag given on the command line wins.
+limit), batch_size (--score-batch), top_n, min_reward, dedup, verify, and with --round
+the round's system prompt. A flag given on the command line wins.
 
 Samples are reproducible: each sample's RNG derives from (--seed, prompt id, sample
 index), so --shards N --shard I (contiguous blocks of the prompt list, for separate
@@ -118,6 +130,7 @@ workers) together produce exactly the samples of one unsharded run.`,
 	f.IntVar(&o.topN, "top-n", 1, "keep the N best samples per prompt")
 	f.Float64Var(&o.minReward, "min-reward", 0, "drop samples whose reward is below this (unset = keep all)")
 	f.BoolVar(&o.dedup, "dedup", false, "identical completions count once when selecting")
+	f.StringVar(&o.verify, "verify", configs.VerifyNone, "check samples before selection: none, or answer (drop samples whose text is not the row's \"answer\")")
 	f.BoolVar(&o.keepTruncated, "keep-truncated", false, "allow samples cut at --max-new-tokens to be selected")
 	f.BoolVar(&o.noSharing, "no-sharing", false, "prefill the prompt once per sample and score with a full forward pass (the baseline: same samples, slower)")
 	f.BoolVar(&o.rmCache, "rm-kv-cache", true, "score through the reward model's KV cache, running each prompt once (false: a full forward pass per sample)")
@@ -150,7 +163,14 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	if o.topN < 1 {
 		return fmt.Errorf("--top-n must be >= 1, got %d", o.topN)
 	}
+	if o.verify != configs.VerifyNone && o.verify != configs.VerifyAnswer {
+		return fmt.Errorf("--verify must be %s or %s, got %q", configs.VerifyNone, configs.VerifyAnswer, o.verify)
+	}
 	rows, err := datasets.ReadPromptsFile(o.prompts, datasets.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	verifier, err := rsVerifier(o.verify, o.prompts, rows)
 	if err != nil {
 		return err
 	}
@@ -166,6 +186,10 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 	policy, tok, err := rsLoadPolicy(ctx, o.policy, pool)
 	if err != nil {
 		return err
+	}
+	if verifier != nil && tok == nil {
+		// Without a tokenizer samples have no text, so every checked sample would fail.
+		return fmt.Errorf("--verify answer compares sample text, but --policy %s has no %s", o.policy, checkpoint.TokenizerFile)
 	}
 	rm, err := checkpoint.Load(ctx, o.rewardModel, pool)
 	if err != nil {
@@ -204,7 +228,8 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 		K: o.k, Seed: o.seed, KVBudget: budget, MaxBatch: o.maxBatch, NoSharing: o.noSharing, Tokenizer: tok,
 		Params: sampling.Params{Temperature: o.temperature, TopP: topP, TopK: o.topK, MaxNewTokens: o.maxNew,
 			StopTokens: textio.StopTokens(tok, policy.Config)},
-		Select: sampling.Selection{TopN: o.topN, Dedup: o.dedup, KeepTruncated: o.keepTruncated},
+		Select:   sampling.Selection{TopN: o.topN, Dedup: o.dedup, KeepTruncated: o.keepTruncated},
+		Verifier: verifier,
 	}
 	if o.minRewardSet || cmd.Flags().Changed("min-reward") {
 		opts.Select.MinReward = &o.minReward
@@ -241,7 +266,7 @@ func runSample(cmd *cobra.Command, g *globalOptions, o *sampleOptions) error {
 		}
 	}
 	sum := sampleSummary{Prompts: len(prompts), Shard: o.shard, Shards: o.shards, Selected: selected,
-		Out: o.out, Candidates: o.candidates, Stats: res.Stats}
+		Out: o.out, Candidates: o.candidates, Verify: o.verify, Stats: res.Stats}
 	if g.jsonOut {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
@@ -292,6 +317,9 @@ func rsApplyConfig(g *globalOptions, f *pflag.FlagSet, o *sampleOptions) error {
 	if unset("dedup") {
 		o.dedup = sc.Dedup
 	}
+	if unset("verify") && sc.Verify != "" {
+		o.verify = sc.Verify
+	}
 	if unset("system") && o.round > 0 {
 		if sys := sc.SystemPrompt(o.round); sys != "" {
 			o.systems = []string{sys}
@@ -301,6 +329,25 @@ func rsApplyConfig(g *globalOptions, f *pflag.FlagSet, o *sampleOptions) error {
 		o.threads = c.Trainer.Threads
 	}
 	return nil
+}
+
+// rsVerifier returns the --verify check (nil for none). With answer, a candidate of a
+// row with a reference answer passes when its trimmed text is the trimmed answer; rows
+// without one are not checked. A file with no answer at all is an error, since every
+// sample would go unchecked and the flag would silently do nothing.
+func rsVerifier(mode, file string, rows []datasets.Prompt) (func(*sampling.Prompt, *sampling.Candidate) (bool, bool), error) {
+	if mode != configs.VerifyAnswer {
+		return nil, nil
+	}
+	if !slices.ContainsFunc(rows, func(r datasets.Prompt) bool { return r.Answer != "" }) {
+		return nil, fmt.Errorf("%s: --verify answer needs rows with an \"answer\" field; none has one", file)
+	}
+	return func(p *sampling.Prompt, c *sampling.Candidate) (bool, bool) {
+		if p.Source.Answer == "" {
+			return false, false
+		}
+		return strings.TrimSpace(c.Text) == strings.TrimSpace(p.Source.Answer), true
+	}, nil
 }
 
 // rsLoadPolicy loads a causal LM and its tokenizer (nil without tokenizer.json).
@@ -360,6 +407,10 @@ func rsPrintSummary(w io.Writer, s sampleSummary) {
 	row("prompts", "%d (shard %d of %d, %d skipped)", s.Prompts, s.Shard, s.Shards, st.Skipped)
 	row("samples", "%d (%d stopped, %d truncated)", st.Samples, st.StoppedSamples, st.TruncatedSamples)
 	row("selected", "%d -> %s", s.Selected, s.Out)
+	if s.Verify == configs.VerifyAnswer {
+		row("verified", "%d right, %d wrong (never selected), %d unchecked", st.VerifiedSamples, st.RejectedSamples,
+			st.Samples-st.VerifiedSamples-st.RejectedSamples)
+	}
 	if s.Candidates != "" {
 		row("candidates", "%d -> %s", st.Samples, s.Candidates)
 	}

@@ -143,6 +143,10 @@ func TestSampleCommandErrors(t *testing.T) {
 		{"bad shard", []string{"--shards", "2", "--shard", "2"}, "--shards/--shard"},
 		{"bad k", []string{"--k", "0"}, "--k must be"},
 		{"too long", []string{"--max-new-tokens", "1000"}, "max_position_embeddings"},
+		{"bad verify", []string{"--verify", "exact"}, `--verify must be none or answer, got "exact"`},
+		{"bad verify from the config", []string{"--set", "sampling.verify=exact"}, "sampling.verify"},
+		{"verify without answers", []string{"--verify", "answer"}, prompts + `: --verify answer needs rows with an "answer" field; none has one`},
+		{"verify without answers, from the config", []string{"--set", "sampling.verify=answer"}, `needs rows with an "answer" field`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,4 +180,168 @@ func TestSampleCommandReadsPipelineConfig(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &sum), stdout)
 	assert.Equal(t, 4*2, sum.Stats.Samples)
 	assert.Positive(t, sum.Selected)
+}
+
+// rsCandidates reads a --candidates file.
+func rsCandidates(t *testing.T, path string) []sampling.Candidate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var cands []sampling.Candidate
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var c sampling.Candidate
+		require.NoError(t, json.Unmarshal([]byte(line), &c), line)
+		cands = append(cands, c)
+	}
+	return cands
+}
+
+// rsRun runs `posttrain sample` on prompts with fixed sampling flags plus extra, and
+// returns its summary and candidates.
+func rsRun(t *testing.T, policy, rm, prompts string, extra ...string) (sampleSummary, []sampling.Candidate) {
+	t.Helper()
+	dir := t.TempDir()
+	all := filepath.Join(dir, "all.jsonl")
+	args := append([]string{"sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		"--k", "4", "--max-new-tokens", "6", "--keep-truncated", "--top-n", "2", "--kv-budget", "1MiB",
+		"--out", filepath.Join(dir, "selected.jsonl"), "--candidates", all, "--json", "--threads", "1"}, extra...)
+	stdout, stderr, err := runCLI(t, args...)
+	require.NoError(t, err, stderr)
+	var sum sampleSummary
+	require.NoError(t, json.Unmarshal([]byte(stdout), &sum), stdout)
+	return sum, rsCandidates(t, all)
+}
+
+func TestSampleCommandVerifyAnswer(t *testing.T) {
+	policy, rm, _ := rsFixture(t)
+	dir := t.TempDir()
+	// q1 and q2 have answers no sample can be; q3 has none and so is not checked.
+	prompts := filepath.Join(dir, "answers.jsonl")
+	require.NoError(t, os.WriteFile(prompts, []byte(`{"id": "q1", "prompt": "Name a prime.", "answer": "ZZZZ-no-model-says-this"}
+{"id": "q2", "prompt": [{"role": "user", "content": "Add 2 and 3."}], "answer": "ZZZZ-no-model-says-this"}
+{"id": "q3", "prompt": "Say hi."}
+`), 0o644))
+
+	// --verify none (the default): the answers change nothing.
+	base, baseCands := rsRun(t, policy, rm, prompts)
+	assert.Equal(t, "none", base.Verify)
+	none, noneCands := rsRun(t, policy, rm, prompts, "--verify", "none")
+	assert.Equal(t, baseCands, noneCands)
+	assert.Equal(t, base.Selected, none.Selected)
+	assert.Equal(t, 3*2, none.Selected, "top-n 2 of every prompt")
+	assert.Zero(t, none.Stats.VerifiedSamples+none.Stats.RejectedSamples)
+	for _, c := range noneCands {
+		assert.Nil(t, c.Verified, "nothing is checked")
+	}
+
+	// --verify answer: the same samples, but none of q1 and q2 can be selected.
+	sum, cands := rsRun(t, policy, rm, prompts, "--verify", "answer")
+	assert.Equal(t, "answer", sum.Verify)
+	require.Len(t, cands, len(noneCands))
+	assert.Equal(t, 2*4, sum.Stats.RejectedSamples)
+	assert.Zero(t, sum.Stats.VerifiedSamples)
+	assert.Equal(t, 2, sum.Selected, "only q3's samples, which have no answer to check")
+	for i, c := range cands {
+		assert.Equal(t, noneCands[i].Tokens, c.Tokens, "verifying does not change sampling")
+		if c.PromptID == "q3" {
+			assert.Nil(t, c.Verified, "a row without an answer is not checked")
+			continue
+		}
+		require.NotNil(t, c.Verified, "candidate %d of %s", c.SampleIndex, c.PromptID)
+		assert.False(t, *c.Verified)
+		assert.False(t, c.Selected)
+	}
+
+	// When no row's answer can match, nothing at all is selected.
+	impossible := filepath.Join(dir, "impossible.jsonl")
+	require.NoError(t, os.WriteFile(impossible, []byte(`{"id": "q1", "prompt": "Name a prime.", "answer": "ZZZZ-no-model-says-this"}
+{"id": "q4", "prompt_ids": [1, 2, 3, 4], "answer": "ZZZZ-no-model-says-this"}
+`), 0o644))
+	sum, cands = rsRun(t, policy, rm, impossible, "--verify", "answer")
+	assert.Zero(t, sum.Selected)
+	assert.Equal(t, 2*4, sum.Stats.RejectedSamples)
+	require.Len(t, cands, 2*4)
+	for _, c := range cands {
+		require.NotNil(t, c.Verified)
+		assert.False(t, *c.Verified)
+		assert.False(t, c.Selected)
+	}
+
+	// The config's sampling.verify is the default, and the flag wins over it.
+	sum, _ = rsRun(t, policy, rm, prompts, "--set", "sampling.verify=answer")
+	assert.Equal(t, "answer", sum.Verify)
+	assert.Equal(t, 2*4, sum.Stats.RejectedSamples)
+	sum, _ = rsRun(t, policy, rm, prompts, "--set", "sampling.verify=answer", "--verify", "none")
+	assert.Equal(t, "none", sum.Verify)
+	assert.Equal(t, 3*2, sum.Selected)
+
+	// An answer equal to a sample's text (white space aside) verifies that sample, and
+	// only passing samples are selected.
+	var right sampling.Candidate
+	for _, c := range noneCands {
+		if c.PromptID == "q1" && strings.TrimSpace(c.Text) != "" {
+			right = c
+			break
+		}
+	}
+	require.NotEmpty(t, right.Text, "some sample of q1 has text")
+	answer, err := json.Marshal("  " + right.Text + "\n")
+	require.NoError(t, err)
+	matching := filepath.Join(dir, "matching.jsonl")
+	require.NoError(t, os.WriteFile(matching, []byte(`{"id": "q1", "prompt": "Name a prime.", "answer": `+string(answer)+`}
+`), 0o644))
+	sum, cands = rsRun(t, policy, rm, matching, "--verify", "answer")
+	require.Len(t, cands, 4)
+	assert.Positive(t, sum.Stats.VerifiedSamples)
+	assert.Equal(t, 4, sum.Stats.VerifiedSamples+sum.Stats.RejectedSamples)
+	assert.Equal(t, min(sum.Stats.VerifiedSamples, 2), sum.Selected, "top-n 2 picks among the passing samples only")
+	for _, c := range cands {
+		require.NotNil(t, c.Verified)
+		assert.Equal(t, strings.TrimSpace(c.Text) == strings.TrimSpace(right.Text), *c.Verified)
+		if c.Selected {
+			assert.True(t, *c.Verified, "a failing sample is never selected")
+		}
+	}
+}
+
+func TestSampleCommandVerifyNeedsTokenizer(t *testing.T) {
+	policy, rm, _ := rsFixture(t)
+	dir := t.TempDir()
+	// The policy without its tokenizer: pre-tokenized prompts still sample, but have no text.
+	bare := filepath.Join(dir, "bare")
+	require.NoError(t, os.Mkdir(bare, 0o755))
+	entries, err := os.ReadDir(policy)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.IsDir() || e.Name() == checkpoint.TokenizerFile {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(policy, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(bare, e.Name()), b, 0o644))
+	}
+	prompts := filepath.Join(dir, "ids.jsonl")
+	require.NoError(t, os.WriteFile(prompts, []byte(`{"id": "q4", "prompt_ids": [1, 2, 3, 4], "answer": "4"}
+`), 0o644))
+	out := filepath.Join(dir, "selected.jsonl")
+	base := []string{"sample", "--policy", bare, "--reward-model", rm, "--prompts", prompts, "--k", "2",
+		"--max-new-tokens", "4", "--out", out, "--threads", "1"}
+	_, stderr, err := runCLI(t, base...)
+	require.NoError(t, err, stderr)
+	_, _, err = runCLI(t, append(base, "--verify", "answer")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--verify answer compares sample text, but --policy "+bare+" has no tokenizer.json")
+}
+
+func TestSampleCommandVerifySummary(t *testing.T) {
+	policy, rm, _ := rsFixture(t)
+	prompts := filepath.Join(t.TempDir(), "answers.jsonl")
+	require.NoError(t, os.WriteFile(prompts, []byte(`{"prompt": "Name a prime.", "answer": "ZZZZ-no-model-says-this"}
+{"prompt": "Say hi."}
+`), 0o644))
+	out := filepath.Join(t.TempDir(), "selected.jsonl")
+	stdout, stderr, err := runCLI(t, "sample", "--policy", policy, "--reward-model", rm, "--prompts", prompts,
+		"--k", "2", "--max-new-tokens", "4", "--out", out, "--threads", "1", "--verify", "answer")
+	require.NoError(t, err, stderr)
+	assert.Contains(t, stdout, "0 right, 2 wrong (never selected), 2 unchecked")
 }
