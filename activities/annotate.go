@@ -15,7 +15,8 @@ import (
 
 // Annotate collects the preference pairs round req.Round hands to the next round, into
 // the run's annotations dataset tagged with the round: the simulated annotator labels
-// two samples per prompt from the policy; kind file imports annotator.file; kind human
+// two distinct samples per prompt from the policy (a round may add none when the policy
+// always answers alike); kind file imports annotator.file; kind human
 // copies the dataset a person submitted. Rows are keyed by content, so a retry adds
 // nothing twice.
 func (a *Activities) Annotate(ctx context.Context, req workflows.AnnotateRequest) (workflows.AnnotateResult, error) {
