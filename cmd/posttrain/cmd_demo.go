@@ -451,6 +451,10 @@ func watchDemo(ctx context.Context, c client.Client, run client.WorkflowRun, w i
 				continue
 			}
 			key := fmt.Sprintf("round %d/%d %s", st.Round, st.Rounds, st.Stage)
+			if p != nil && p.Stage != "" && p.Stage != st.Stage {
+				// The stage's evaluation or averaging: its own bar, not the training one's.
+				key += " " + p.Stage
+			}
 			total := 1
 			if p != nil && p.Total > 0 {
 				total = p.Total
