@@ -91,6 +91,10 @@ type Options struct {
 	Ephemeral bool
 	// StartTimeout bounds the wait for the frontend and the UI to answer (0 = 60s).
 	StartTimeout time.Duration
+	// PortFallback uses free ports instead of failing when GRPCPort or UIPort is taken
+	// (`posttrain demo`). The choice is made under a machine-wide lock held until the
+	// ports are bound, so servers started at the same moment never pick the same one.
+	PortFallback bool
 }
 
 // PosttrainSearchAttributes are the custom search attributes the PostTraining workflow
@@ -101,6 +105,10 @@ func PosttrainSearchAttributes() map[string]enumspb.IndexedValueType {
 		workflows.SearchAttrStage: enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
 }
+
+// FellBack reports whether the requested ports were taken and free ones were used
+// (Options.PortFallback).
+func (s *Server) FellBack() bool { return s.fellBack }
 
 // UIPortFor is the UI port that goes with a gRPC port by convention.
 func UIPortFor(grpcPort int) int { return grpcPort + UIPortOffset }
@@ -117,6 +125,8 @@ type Server struct {
 	namespace string
 	dbPath    string
 	logPath   string
+
+	fellBack bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -158,12 +168,23 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	unlock, err := lockStart(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dev server: %w", err)
+	}
+	defer unlock() // every port is bound (or the start failed) by the time Start returns
+
 	// Internal services: 3 gRPC ports (history, matching, worker) and 4 membership ports.
 	ports, err := freePorts(ip, 9)
 	if err != nil {
 		return nil, fmt.Errorf("dev server: %w", err)
 	}
 	grpcPort, uiPort := opts.GRPCPort, opts.UIPort
+	if opts.PortFallback && ((grpcPort > 0 && checkPortFree("", ip, grpcPort) != nil) ||
+		(uiPort > 0 && checkPortFree("", ip, uiPort) != nil)) {
+		grpcPort, uiPort = 0, min(uiPort, 0) // keep NoUI
+		s.fellBack = true
+	}
 	if grpcPort == 0 {
 		grpcPort = ports[7]
 	} else if err := checkPortFree("Temporal gRPC", ip, grpcPort); err != nil {

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -323,12 +321,9 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o demoOptions) error {
 	// What `posttrain dev` runs (devstack): the datastore (a configured server, else the
 	// private cluster), Temporal with its Web UI on the usual ports unless they are
 	// taken, and a worker whose default base model is the shipped one.
-	grpcPort, uiPort := o.grpcPort, o.uiPort
-	if !portFree(grpcPort) || !portFree(uiPort) {
-		logf("(port %d or %d is taken, by another Temporal or `posttrain dev`?: using free ports)", grpcPort, uiPort)
-		grpcPort, uiPort = 0, 0
-	}
-	st, err := devstack.Start(ctx, devstack.Options{Config: cfg, GRPCPort: grpcPort, UIPort: uiPort, Log: stderr})
+	// The port check and the binding happen under a machine-wide lock (PortFallback), so
+	// demos started in the same second never pick the same port.
+	st, err := devstack.Start(ctx, devstack.Options{Config: cfg, GRPCPort: o.grpcPort, UIPort: o.uiPort, PortFallback: true, Log: stderr})
 	if err != nil {
 		return err
 	}
@@ -515,16 +510,3 @@ func evalBase(ctx context.Context, db *datastore.Store, cfg *configs.Config, run
 	return db.RecordMetrics(ctx, ms)
 }
 
-// portFree reports whether a TCP port on 127.0.0.1 can be listened on now (0: any port,
-// -1: no UI; both always free).
-func portFree(port int) bool {
-	if port <= 0 {
-		return true
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(devserver.DefaultIP, strconv.Itoa(port)))
-	if err != nil {
-		return false
-	}
-	_ = l.Close()
-	return true
-}

@@ -85,6 +85,9 @@ type Options struct {
 	IP       string
 	GRPCPort int
 	UIPort   int
+	// PortFallback uses free ports when GRPCPort or UIPort is taken
+	// (devserver.Options.PortFallback).
+	PortFallback bool
 	// Log receives one line per step and the Temporal server's errors; nil discards.
 	Log io.Writer
 	// NewWorker builds the worker (nil = PosttrainWorker).
@@ -176,13 +179,16 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		logf("starting Temporal and the Web UI (SQLite in %s)", filepath.Join(dataDir, devserver.SubDir))
 		ts, err := devserver.Start(ctx, devserver.Options{
 			DataDir: dataDir, IP: opts.IP, GRPCPort: opts.GRPCPort, UIPort: opts.UIPort,
-			Namespace: cfg.Temporal.Namespace, Log: log,
+			Namespace: cfg.Temporal.Namespace, Log: log, PortFallback: opts.PortFallback,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("dev stack: %w", err)
 		}
 		s.Temporal = ts
 		s.closers = append(s.closers, ts.Close)
+		if ts.FellBack() {
+			logf("(port %d or %d is taken, by another Temporal or `posttrain dev`?: using free ports)", opts.GRPCPort, opts.UIPort)
+		}
 		s.address = ts.FrontendAddress()
 	}
 	s.Client, err = client.DialContext(ctx, client.Options{
