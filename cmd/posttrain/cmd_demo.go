@@ -509,4 +509,3 @@ func evalBase(ctx context.Context, db *datastore.Store, cfg *configs.Config, run
 	}
 	return db.RecordMetrics(ctx, ms)
 }
-
