@@ -132,6 +132,7 @@ func TestPromptsAndSFT(t *testing.T) {
 		{`{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":""}]}`, "empty assistant response"},
 		{`{"prompt":"q"}`, "field completion: missing"},
 		{`{"prompt":"","completion":"a"}`, "empty prompt"},
+		{`{"prompt":[{"role":"user","content":" "}],"completion":"a"}`, "every message's content is empty"},
 	} {
 		_, err := ReadSFT(strings.NewReader(bad.line), "s.jsonl", ReadOptions{})
 		require.Error(t, err, bad.line)
@@ -234,4 +235,20 @@ func FuzzParsePreference(f *testing.F) {
 			assert.False(t, r.Prompt.IsZero())
 		}
 	})
+}
+
+func TestPromptOfEmptyMessagesIsRefused(t *testing.T) {
+	// Found by FuzzParseJSONL: a prompt whose messages are all empty was accepted, and
+	// the datastore then held a prompt it considers empty.
+	for _, line := range []string{
+		`{"messages":[{"role":"user","content":""}]}`,
+		`{"prompt":[{"role":"system","content":""},{"role":"user","content":"  "}]}`,
+	} {
+		_, err := ReadPrompts(strings.NewReader(line), "p.jsonl", ReadOptions{})
+		require.Error(t, err, line)
+		assert.Contains(t, err.Error(), "p.jsonl:1: field prompt: empty prompt")
+	}
+	ok, err := ReadPrompts(strings.NewReader(`{"messages":[{"role":"system","content":""},{"role":"user","content":"q"}]}`), "p.jsonl", ReadOptions{})
+	require.NoError(t, err, "one non-empty message is a prompt")
+	require.Len(t, ok, 1)
 }

@@ -297,6 +297,13 @@ func requirePrompt(t Text) error {
 	case t.Form == FormString && strings.TrimSpace(t.String) == "",
 		t.Form == FormIDs && len(t.IDs) == 0:
 		return &FieldError{Field: "prompt", Reason: "empty prompt"}
+	case t.Form == FormMessages:
+		for _, m := range t.Messages {
+			if strings.TrimSpace(m.Content) != "" {
+				return nil
+			}
+		}
+		return &FieldError{Field: "prompt", Reason: "empty prompt (every message's content is empty)"}
 	}
 	return nil
 }
