@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/posttrain/posttrain/checkpoint"
 	"github.com/posttrain/posttrain/configs"
@@ -135,10 +134,10 @@ func (a *Activities) sample(ctx context.Context, cfg *configs.Config, req workfl
 	return len(shard), err
 }
 
-// answerVerifier is the sampling.verify check: with "answer", a candidate passes when its
-// text, white space trimmed, is the prompt's reference answer (metadata.answer); prompts
-// without one are not checked. It returns nil (no verifier) for "none".
-func answerVerifier(mode string, rows []datastore.Prompt) func(*sampling.Prompt, *sampling.Candidate) (bool, bool) {
+// answerVerifier is the sampling.verify check: with "answer", a candidate must match the
+// prompt's reference answer (metadata.answer); prompts without one are not checked. It
+// returns nil (no verifier) for "none".
+func answerVerifier(mode string, rows []datastore.Prompt) sampling.Verifier {
 	if mode != configs.VerifyAnswer {
 		return nil
 	}
@@ -148,13 +147,7 @@ func answerVerifier(mode string, rows []datastore.Prompt) func(*sampling.Prompt,
 			answers[r.ID] = ans
 		}
 	}
-	return func(p *sampling.Prompt, c *sampling.Candidate) (bool, bool) {
-		ans, ok := answers[p.ID]
-		if !ok {
-			return false, false
-		}
-		return strings.TrimSpace(c.Text) == strings.TrimSpace(ans), true
-	}
+	return sampling.AnswerVerifier(func(p *sampling.Prompt) string { return answers[p.ID] })
 }
 
 // shardResult counts the shard's candidates in PostgreSQL.

@@ -48,7 +48,7 @@ type Options struct {
 	// with no passing sample contributes nothing; the reward model ranks the rest. This is
 	// the paper's filtering of verifiable prompts (final answers for math, execution
 	// feedback for code) on top of reward-model selection.
-	Verifier func(p *Prompt, c *Candidate) (ok, checked bool)
+	Verifier Verifier
 	// Done lists prompt ids finished by an earlier run (resume): they are skipped.
 	Done map[string]bool
 	// Tokenizer, when set, fills each candidate's Text.

@@ -335,19 +335,14 @@ func rsApplyConfig(g *globalOptions, f *pflag.FlagSet, o *sampleOptions) error {
 // row with a reference answer passes when its trimmed text is the trimmed answer; rows
 // without one are not checked. A file with no answer at all is an error, since every
 // sample would go unchecked and the flag would silently do nothing.
-func rsVerifier(mode, file string, rows []datasets.Prompt) (func(*sampling.Prompt, *sampling.Candidate) (bool, bool), error) {
+func rsVerifier(mode, file string, rows []datasets.Prompt) (sampling.Verifier, error) {
 	if mode != configs.VerifyAnswer {
 		return nil, nil
 	}
 	if !slices.ContainsFunc(rows, func(r datasets.Prompt) bool { return r.Answer != "" }) {
 		return nil, fmt.Errorf("%s: --verify answer needs rows with an \"answer\" field; none has one", file)
 	}
-	return func(p *sampling.Prompt, c *sampling.Candidate) (bool, bool) {
-		if p.Source.Answer == "" {
-			return false, false
-		}
-		return strings.TrimSpace(c.Text) == strings.TrimSpace(p.Source.Answer), true
-	}, nil
+	return sampling.AnswerVerifier(func(p *sampling.Prompt) string { return p.Source.Answer }), nil
 }
 
 // rsLoadPolicy loads a causal LM and its tokenizer (nil without tokenizer.json).
