@@ -29,6 +29,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sys/unix"
+
+	"github.com/posttrain/posttrain/internal/filelock"
 )
 
 // DefaultDatabase is the database Start creates when Options.Database is empty.
@@ -110,7 +112,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	// Serialise concurrent starts on one data directory (two processes must not
 	// both run initdb or both start the postmaster).
-	unlock, err := lockFile(ctx, filepath.Join(dataDir, "postgres.lock"))
+	unlock, err := filelock.Lock(ctx, filepath.Join(dataDir, "postgres.lock"), 100*time.Millisecond)
 	if err != nil {
 		return nil, fmt.Errorf("start PostgreSQL: %w", err)
 	}
@@ -537,30 +539,6 @@ func containsGID(gs []uint32, g uint32) bool {
 		}
 	}
 	return false
-}
-
-// lockFile takes an exclusive flock on path, polling until ctx is done.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // syncFS flushes the file system holding dir to stable storage.
